@@ -1,0 +1,174 @@
+//! Result categories: the one place that knows each category's name, whether
+//! it is final (`--resume` will not touch the row again), whether it counts as
+//! a success, and what the operator should do about it (SPEC §1.3).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What happened to one input row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    Cancelled,
+    AlreadyReturned,
+    AlreadyConfirmed,
+    NotFound,
+    ParamError,
+    SystemBusy,
+    Processing,
+    RateLimited,
+    TokenError,
+    SessionExpired,
+    MpSigError,
+    SigError,
+    NoPermission,
+    UnknownError,
+    InvalidInput,
+    Duplicate,
+    MissingSessionKey,
+    NetworkError,
+    Skipped,
+    Signed,
+}
+
+/// Every category, in the order summaries list them.
+pub const ALL: [Category; 20] = [
+    Category::Cancelled,
+    Category::AlreadyReturned,
+    Category::AlreadyConfirmed,
+    Category::NotFound,
+    Category::ParamError,
+    Category::InvalidInput,
+    Category::Duplicate,
+    Category::SystemBusy,
+    Category::Processing,
+    Category::RateLimited,
+    Category::TokenError,
+    Category::SessionExpired,
+    Category::MpSigError,
+    Category::SigError,
+    Category::NoPermission,
+    Category::UnknownError,
+    Category::MissingSessionKey,
+    Category::NetworkError,
+    Category::Skipped,
+    Category::Signed,
+];
+
+impl Category {
+    /// The name written in the results file.
+    pub fn as_str(self) -> &'static str {
+        use Category::*;
+        match self {
+            Cancelled => "cancelled",
+            AlreadyReturned => "already_returned",
+            AlreadyConfirmed => "already_confirmed",
+            NotFound => "not_found",
+            ParamError => "param_error",
+            SystemBusy => "system_busy",
+            Processing => "processing",
+            RateLimited => "rate_limited",
+            TokenError => "token_error",
+            SessionExpired => "session_expired",
+            MpSigError => "mp_sig_error",
+            SigError => "sig_error",
+            NoPermission => "no_permission",
+            UnknownError => "unknown_error",
+            InvalidInput => "invalid_input",
+            Duplicate => "duplicate",
+            MissingSessionKey => "missing_session_key",
+            NetworkError => "network_error",
+            Skipped => "skipped",
+            Signed => "signed",
+        }
+    }
+
+    /// Final rows are never attempted again by `--resume`.
+    pub fn is_final(self) -> bool {
+        use Category::*;
+        matches!(
+            self,
+            Cancelled | AlreadyReturned | AlreadyConfirmed | NotFound | ParamError | InvalidInput | Duplicate
+        )
+    }
+
+    /// Rows whose coins are back with the user: the only "nothing to do" outcome
+    /// of a live run (exit status 0 needs every row to be one of these).
+    pub fn is_success(self) -> bool {
+        matches!(self, Category::Cancelled | Category::AlreadyReturned)
+    }
+
+    /// What the operator should do about rows in this category.
+    pub fn advice(self) -> &'static str {
+        use Category::*;
+        match self {
+            Cancelled => "done: coins returned",
+            AlreadyReturned => "done: the order had already been returned (or an earlier attempt did it)",
+            AlreadyConfirmed => "cancel cannot return these coins: handle these orders by another channel (refund/compensation)",
+            NotFound => "Midas has no such order: check bill_no, appid, offer_id and --sandbox against the export",
+            ParamError => "WeChat rejected the parameters: check zone_id, pf and openid of these rows, fix the input and run them again",
+            InvalidInput => "fix the rows named in errmsg (or re-export them), then run them again",
+            Duplicate => "nothing to do: the first row with this bill_no was sent",
+            SystemBusy => "WeChat was busy: `--resume` retries them (perhaps with a lower --rate)",
+            Processing => "the order was still processing: `--resume` later retries them",
+            RateLimited => "WeChat's frequency limit: `--resume` with a lower --rate",
+            TokenError => "the access token was rejected: set WECHAT_APP_SECRET (or a fresh WECHAT_ACCESS_TOKEN), then `--resume`",
+            SessionExpired => "the user's session expired: supply fresh session keys (--session-keys) or send without mp_sig (--mp-sig never), then `--resume`",
+            MpSigError => "mp_sig was refused: the session keys are stale or missing; supply fresh ones (or --mp-sig never), then `--resume`",
+            SigError => "sig was refused: MIDAS_APP_KEY is wrong for this environment (sandbox key in production?); fix it, then `--resume`",
+            NoPermission => "this appid/offer_id may not call cancelpay: check the Mini Game's payment settings, then `--resume`",
+            UnknownError => "an errcode this tool does not know: read errmsg; `--resume` retries them",
+            MissingSessionKey => "no session key for the user: supply one (--session-keys) or use --mp-sig auto, then `--resume`",
+            NetworkError => "outcome unknown (no usable answer): `--resume` re-sends them safely; a repeat answers already_returned",
+            Skipped => "never attempted (the run was stopped): `--resume` sends them",
+            Signed => "dry run: signed, nothing sent",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the categories.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown category `{0}` (known: {list})", list = ALL.map(Category::as_str).join(", "))]
+pub struct UnknownCategory(pub String);
+
+impl FromStr for Category {
+    type Err = UnknownCategory;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownCategory(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in ALL {
+            assert_eq!(c.as_str().parse::<Category>().unwrap(), c);
+        }
+        assert!("nope".parse::<Category>().is_err());
+    }
+
+    #[test]
+    fn final_set_matches_spec() {
+        let finals: Vec<_> = ALL.into_iter().filter(|c| c.is_final()).map(Category::as_str).collect();
+        assert_eq!(
+            finals,
+            [
+                "cancelled",
+                "already_returned",
+                "already_confirmed",
+                "not_found",
+                "param_error",
+                "invalid_input",
+                "duplicate"
+            ]
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The results file (SPEC §2 Output): its two layouts, the CSV-injection
+//! guard, and durable appends. One line per input row.
+
+use crate::category::Category;
+use crate::input::{Field, Header, Order, RawRow, FORMULA_TRIGGERS};
+use std::borrow::Cow;
+use std::io::Write;
+
+/// The result columns of a live run, after the input's columns.
+pub const LIVE_COLUMNS: [&str; 6] = ["row", "category", "errcode", "errmsg", "attempts", "ts"];
+/// The columns of a dry run after `row` and the input's columns.
+pub const DRY_COLUMNS: [&str; 4] = ["ts", "sig", "mp_sig", "category"];
+
+/// Which of the two output layouts a file has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `row`, input columns, ts, sig, mp_sig, category.
+    DryRun,
+    /// input columns, row, category, errcode, errmsg, attempts, ts.
+    Live,
+}
+
+/// Neutralises a cell a spreadsheet would run as a formula (OWASP CSV
+/// injection): a leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'`.
+pub fn guard(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(FORMULA_TRIGGERS) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Undoes [`guard`], for feeding results back into `run`.
+pub fn unguard(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_TRIGGERS) => rest,
+        _ => cell,
+    }
+}
+
+/// The full header row of a results file for an input header.
+pub fn header_row(header: &Header, layout: Layout) -> Vec<String> {
+    let inputs = header.output_columns().map(|(_, n)| n.to_string());
+    match layout {
+        Layout::DryRun => {
+            std::iter::once("row".to_string()).chain(inputs).chain(DRY_COLUMNS.iter().map(|c| c.to_string())).collect()
+        }
+        Layout::Live => inputs.chain(LIVE_COLUMNS.iter().map(|c| c.to_string())).collect(),
+    }
+}
+
+/// What happened to one row in a live run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub category: Category,
+    /// WeChat's errcode; `None` when no answer was had.
+    pub errcode: Option<i64>,
+    pub errmsg: String,
+    pub attempts: u32,
+    /// `ts` of the last attempt.
+    pub ts: Option<u64>,
+}
+
+impl Outcome {
+    /// An outcome for a row that was never sent.
+    pub fn unsent(category: Category, errmsg: impl Into<String>) -> Self {
+        Outcome { category, errcode: None, errmsg: errmsg.into(), attempts: 0, ts: None }
+    }
+}
+
+/// What a dry run produced for one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrySigned {
+    pub category: Category,
+    pub ts: Option<u64>,
+    pub sig: Option<String>,
+    pub mp_sig: Option<String>,
+}
+
+/// Writes results rows to any writer (a file, or a buffer in tests).
+pub struct ResultsWriter<W: Write> {
+    csv: csv::Writer<W>,
+    header: Header,
+    layout: Layout,
+    cells: Vec<String>,
+}
+
+impl<W: Write> ResultsWriter<W> {
+    /// Starts a results file: writes the header row when `write_header`.
+    pub fn new(inner: W, header: &Header, layout: Layout, write_header: bool) -> csv::Result<Self> {
+        let mut csv = csv::WriterBuilder::new().buffer_capacity(1 << 16).from_writer(inner);
+        if write_header {
+            csv.write_record(header_row(header, layout))?;
+        }
+        Ok(ResultsWriter { csv, header: header.clone(), layout, cells: Vec::new() })
+    }
+
+    /// The input's cells as they go out: API columns of a valid row verbatim
+    /// (they passed their character sets), everything else guarded. Missing
+    /// cells of a short row are written empty.
+    fn fill_input_cells(&mut self, raw: &RawRow, order: Option<&Order>) {
+        self.cells.clear();
+        for (i, _) in self.header.output_columns() {
+            let cell = raw.record.get(i).unwrap_or("");
+            let verbatim = order.and_then(|o| match self.header.field_of(i)? {
+                Field::BillNo => Some(o.bill_no.as_str()),
+                Field::Openid => Some(o.openid.as_str()),
+                Field::ZoneId => Some(o.zone_id.as_str()),
+                Field::Pf => o.pf.as_deref().or(Some("")),
+                Field::UserIp => o.user_ip.as_deref().or(Some("")),
+                Field::PayItem => o.pay_item.as_deref().or(Some("")),
+                Field::SessionKey => None,
+            });
+            self.cells.push(match verbatim {
+                Some(v) => v.to_string(),
+                None => guard(cell).into_owned(),
+            });
+        }
+    }
+
+    /// One dry-run line.
+    pub fn write_dry(&mut self, raw: &RawRow, order: Option<&Order>, signed: &DrySigned) -> csv::Result<()> {
+        debug_assert_eq!(self.layout, Layout::DryRun);
+        self.fill_input_cells(raw, order);
+        self.csv.write_field(raw.row.to_string())?;
+        for c in &self.cells {
+            self.csv.write_field(c)?;
+        }
+        self.csv.write_field(signed.ts.map(|t| t.to_string()).unwrap_or_default())?;
+        self.csv.write_field(signed.sig.as_deref().unwrap_or(""))?;
+        self.csv.write_field(signed.mp_sig.as_deref().unwrap_or(""))?;
+        self.csv.write_field(signed.category.as_str())?;
+        self.csv.write_record(None::<&[u8]>)
+    }
+
+    /// One live-run line.
+    pub fn write_live(&mut self, raw: &RawRow, order: Option<&Order>, outcome: &Outcome) -> csv::Result<()> {
+        debug_assert_eq!(self.layout, Layout::Live);
+        self.fill_input_cells(raw, order);
+        for c in &self.cells {
+            self.csv.write_field(c)?;
+        }
+        self.csv.write_field(raw.row.to_string())?;
+        self.csv.write_field(outcome.category.as_str())?;
+        self.csv.write_field(outcome.errcode.map(|c| c.to_string()).unwrap_or_default())?;
+        self.csv.write_field(guard(&outcome.errmsg).as_ref())?;
+        self.csv.write_field(outcome.attempts.to_string())?;
+        self.csv.write_field(outcome.ts.map(|t| t.to_string()).unwrap_or_default())?;
+        self.csv.write_record(None::<&[u8]>)
+    }
+
+    /// Pushes buffered lines to the operating system.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.csv.flush()
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.csv.get_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_prefixes_formula_triggers_only() {
+        for c in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(guard(c), format!("'{c}"));
+            assert_eq!(unguard(&guard(c)), c);
+        }
+        for c in ["1", "a=b", "", "'quoted"] {
+            assert_eq!(guard(c), c);
+            assert_eq!(unguard(c), c);
+        }
+    }
+}

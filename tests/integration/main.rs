@@ -1,0 +1,8 @@
+//! The one integration-test binary: each module drives the real
+//! `midas-cancel` binary through the harness.
+
+mod harness;
+
+mod dry_run;
+mod input_files;
+mod vectors;
