@@ -5,18 +5,18 @@ use crate::input::{Classifier, Input, Verdict};
 use crate::report::Tally;
 use std::io::Write;
 
-/// Writes one line per bad row to `out`, then a summary line; returns the tally
-/// (ready rows are counted under `signed`, meaning "would be signed and sent").
+/// Writes one line per bad row to `out`, then a summary line; returns the
+/// tally of rows that would not be sent.
 pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
     let input = Input::open(&cfg.path, cfg.encoding, false)?;
     let rows = input.rows(&cfg.columns, None)?;
     let header = rows.header().clone();
-    let mut classifier = Classifier::new(cfg.session_keys.clone(), cfg.mp_sig);
+    let mut classifier = Classifier::new(cfg.mp_sig);
     let mut tally = Tally::default();
     let mut ready = 0u64;
     for raw in rows {
         let raw = raw?;
-        match classifier.classify(&header, &raw) {
+        match classifier.classify(&header, &raw, &cfg.session_keys) {
             Verdict::Ready(_) => ready += 1,
             Verdict::Rejected { category, message } => {
                 writeln!(out, "row {}: {category}: {message}", raw.row)?;

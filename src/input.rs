@@ -224,41 +224,31 @@ impl Input {
     fn check_decodes(&mut self, enc: &'static encoding_rs::Encoding, fingerprint: bool) -> Result<(), InputError> {
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
-        let mut decoder = enc.new_decoder_without_bom_handling();
         let mut hasher = fingerprint.then(Sha256::new);
+        let mut check: Box<ChunkCheck> =
+            if enc == encoding_rs::UTF_8 { Box::new(utf8_checker()) } else { Box::new(decoder_checker(enc)) };
         let mut buf = vec![0u8; 1 << 20];
-        let mut out = vec![0u8; (1 << 20) * 3 + 16];
         let (mut offset, mut line) = (0u64, 1u64);
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_err(e))?;
-            let last = n == 0;
+            let chunk = &buf[..n];
             if let Some(h) = hasher.as_mut() {
-                h.update(&buf[..n]);
+                h.update(chunk);
             }
-            let mut chunk = &buf[..n];
-            loop {
-                let (result, read, _written) = decoder.decode_to_utf8_without_replacement(chunk, &mut out, last);
-                match result {
-                    encoding_rs::DecoderResult::InputEmpty => break,
-                    encoding_rs::DecoderResult::OutputFull => {}
-                    encoding_rs::DecoderResult::Malformed(bad, _) => {
-                        let at = read - bad as usize;
-                        let newlines = chunk[..at].iter().filter(|&&b| b == b'\n').count() as u64;
-                        return Err(InputError::Undecodable {
-                            path: self.display.clone(),
-                            tried: if enc == encoding_rs::UTF_8 { "UTF-8" } else { "GBK/GB18030" },
-                            line: line + newlines,
-                            offset: offset + at as u64,
-                        });
-                    }
-                }
-                line += chunk[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-                offset += read as u64;
-                chunk = &chunk[read..];
+            if let Some(at) = check(chunk, n == 0) {
+                // `at` may point into bytes carried from the previous chunk.
+                let at = at.min(chunk.len());
+                let newlines = chunk[..at].iter().filter(|&&b| b == b'\n').count() as u64;
+                return Err(InputError::Undecodable {
+                    path: self.display.clone(),
+                    tried: if enc == encoding_rs::UTF_8 { "UTF-8" } else { "GBK/GB18030" },
+                    line: line + newlines,
+                    offset: offset + at as u64,
+                });
             }
             line += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-            offset += chunk.len() as u64;
-            if last {
+            offset += n as u64;
+            if n == 0 {
                 break;
             }
         }
@@ -299,6 +289,54 @@ impl Input {
     fn csv_err(&self, e: &csv::Error) -> InputError {
         let line = e.position().map(|p| p.line()).unwrap_or(0);
         InputError::Csv { path: self.display.clone(), line, message: e.to_string() }
+    }
+}
+
+/// Checks the next chunk of raw bytes (`true` on the last call); returns the
+/// offset of the first undecodable byte in the chunk.
+type ChunkCheck = dyn FnMut(&[u8], bool) -> Option<usize>;
+
+/// A chunked UTF-8 validator: returns the offset (in the chunk) of the first
+/// invalid byte. A sequence cut by the chunk boundary is carried over.
+fn utf8_checker() -> impl FnMut(&[u8], bool) -> Option<usize> {
+    let mut carry: Vec<u8> = Vec::new();
+    move |chunk, last| {
+        let mut joined;
+        let data: &[u8] = if carry.is_empty() {
+            chunk
+        } else {
+            joined = std::mem::take(&mut carry);
+            joined.extend_from_slice(chunk);
+            &joined
+        };
+        let skew = data.len() - chunk.len();
+        match std::str::from_utf8(data) {
+            Ok(_) => None,
+            Err(e) if e.error_len().is_none() && !last => {
+                carry = data[e.valid_up_to()..].to_vec();
+                None
+            }
+            Err(e) => Some(e.valid_up_to().saturating_sub(skew)),
+        }
+    }
+}
+
+/// A chunked decoder check for other encodings (GB18030).
+fn decoder_checker(enc: &'static encoding_rs::Encoding) -> impl FnMut(&[u8], bool) -> Option<usize> {
+    let mut decoder = enc.new_decoder_without_bom_handling();
+    let mut out = vec![0u8; 1 << 16];
+    move |mut chunk, last| {
+        let mut consumed = 0;
+        loop {
+            let (result, read, _) = decoder.decode_to_utf8_without_replacement(chunk, &mut out, last);
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => return None,
+                encoding_rs::DecoderResult::OutputFull => {}
+                encoding_rs::DecoderResult::Malformed(bad, _) => return Some(consumed + read - bad as usize),
+            }
+            consumed += read;
+            chunk = &chunk[read..];
+        }
     }
 }
 
@@ -444,9 +482,52 @@ pub struct RawRow {
     pub record: csv::StringRecord,
 }
 
+/// A reusable batch of rows: the records keep their allocations between
+/// fills, so the hot path of a large dry run does not allocate per row.
+#[derive(Default)]
+pub struct RowBatch {
+    rows: Vec<RawRow>,
+    len: usize,
+}
+
+impl RowBatch {
+    pub fn rows(&self) -> &[RawRow] {
+        &self.rows[..self.len]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl Rows {
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Refills `batch` with up to `max` rows; an empty batch means the end.
+    pub fn fill(&mut self, batch: &mut RowBatch, max: usize) -> Result<(), InputError> {
+        batch.len = 0;
+        while batch.len < max {
+            if batch.len == batch.rows.len() {
+                batch.rows.push(RawRow { row: 0, line: 0, record: csv::StringRecord::new() });
+            }
+            let slot = &mut batch.rows[batch.len];
+            match self.csv.read_record(&mut slot.record) {
+                Ok(false) => break,
+                Ok(true) if is_blank(&slot.record) => continue,
+                Ok(true) => {
+                    self.row += 1;
+                    slot.row = self.row;
+                    slot.line = slot.record.position().map(|p| p.line()).unwrap_or(0);
+                    batch.len += 1;
+                }
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    return Err(InputError::Csv { path: self.display.clone(), line, message: e.to_string() });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -471,7 +552,21 @@ impl Iterator for Rows {
     }
 }
 
-/// A validated order, its values trimmed.
+/// A validated order borrowing the row's (trimmed) cells.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderRef<'a> {
+    pub row: u64,
+    pub bill_no: &'a str,
+    pub openid: &'a str,
+    pub zone_id: &'a str,
+    pub pf: Option<&'a str>,
+    pub user_ip: Option<&'a str>,
+    pub pay_item: Option<&'a str>,
+    /// From the session_key column, else from `--session-keys`.
+    pub session_key: Option<&'a str>,
+}
+
+/// A validated order that owns its values (for the live sender's queues).
 #[derive(Clone, Debug)]
 pub struct Order {
     pub row: u64,
@@ -482,6 +577,22 @@ pub struct Order {
     pub user_ip: Option<String>,
     pub pay_item: Option<String>,
     pub session_key: Option<Secret>,
+}
+
+impl OrderRef<'_> {
+    pub fn to_owned(&self) -> Order {
+        let own = |v: Option<&str>| v.map(str::to_string);
+        Order {
+            row: self.row,
+            bill_no: self.bill_no.to_string(),
+            openid: self.openid.to_string(),
+            zone_id: self.zone_id.to_string(),
+            pf: own(self.pf),
+            user_ip: own(self.user_ip),
+            pay_item: own(self.pay_item),
+            session_key: self.session_key.map(Secret::new),
+        }
+    }
 }
 
 /// Cells that spreadsheets run as formulas when a cell begins with them.
@@ -574,21 +685,21 @@ fn check_session_key(v: &str) -> Result<(), String> {
 
 /// The outcome of validating one row, before duplicate detection.
 #[derive(Debug)]
-pub enum Validated {
-    Valid(Order),
+pub enum Validated<'a> {
+    Valid(OrderRef<'a>),
     /// The row is bad. `bill_no` is set when the bill_no itself was valid, so
     /// later rows with the same bill_no are still recognised as duplicates.
     Invalid {
-        bill_no: Option<String>,
+        bill_no: Option<&'a str>,
         message: String,
     },
 }
 
-/// Validates one row; messages name the line and the field.
-pub fn validate(header: &Header, raw: &RawRow) -> Validated {
+/// Validates one row (pure; safe to run in parallel). Messages name the line
+/// and the field. The session key comes from the row, else from `keys`.
+pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> Validated<'a> {
     let line = raw.line;
-    let invalid =
-        |bill_no: Option<String>, m: String| Validated::Invalid { bill_no, message: format!("line {line}: {m}") };
+    let invalid = |bill_no, m: String| Validated::Invalid { bill_no, message: format!("line {line}: {m}") };
     if raw.record.len() != header.len() {
         let m = format!(
             "the row has {} fields but the header has {} (a missing or extra comma, or an unquoted comma inside a value)",
@@ -598,32 +709,60 @@ pub fn validate(header: &Header, raw: &RawRow) -> Validated {
         return invalid(None, m);
     }
     let get = |f: Field| header.column(f).and_then(|i| raw.record.get(i)).map(str::trim).unwrap_or("");
-    let opt = |f: Field| Some(get(f)).filter(|v| !v.is_empty()).map(str::to_string);
+    let opt = |f: Field| Some(get(f)).filter(|v| !v.is_empty());
     let bill_no = get(Field::BillNo);
     if let Err(m) = check_bill_no(bill_no) {
         return invalid(None, m);
     }
-    let checks = [
-        check_id("openid", get(Field::Openid), 128, ""),
-        check_id("zone_id", get(Field::ZoneId), 64, " (use 1 for a game without zones)"),
-        opt(Field::Pf).map_or(Ok(()), |v| check_id("pf", &v, 32, "")),
-        opt(Field::UserIp).map_or(Ok(()), |v| check_user_ip(&v)),
-        opt(Field::PayItem).map_or(Ok(()), |v| check_pay_item(&v)),
-        opt(Field::SessionKey).map_or(Ok(()), |v| check_session_key(&v)),
-    ];
-    if let Some(Err(m)) = checks.into_iter().find(Result::is_err) {
-        return invalid(Some(bill_no.to_string()), m);
+    let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
+    let (pf, user_ip, pay_item, session_key) =
+        (opt(Field::Pf), opt(Field::UserIp), opt(Field::PayItem), opt(Field::SessionKey));
+    let problem = check_id("openid", openid, 128, "")
+        .and_then(|()| check_id("zone_id", zone_id, 64, " (use 1 for a game without zones)"))
+        .and_then(|()| pf.map_or(Ok(()), |v| check_id("pf", v, 32, "")))
+        .and_then(|()| user_ip.map_or(Ok(()), check_user_ip))
+        .and_then(|()| pay_item.map_or(Ok(()), check_pay_item))
+        .and_then(|()| session_key.map_or(Ok(()), check_session_key));
+    if let Err(m) = problem {
+        return invalid(Some(bill_no), m);
     }
-    Validated::Valid(Order {
+    Validated::Valid(OrderRef {
         row: raw.row,
-        bill_no: bill_no.to_string(),
-        openid: get(Field::Openid).to_string(),
-        zone_id: get(Field::ZoneId).to_string(),
-        pf: opt(Field::Pf),
-        user_ip: opt(Field::UserIp),
-        pay_item: opt(Field::PayItem),
-        session_key: opt(Field::SessionKey).map(Secret::new),
+        bill_no,
+        openid,
+        zone_id,
+        pf,
+        user_ip,
+        pay_item,
+        session_key: session_key.or_else(|| keys.get(openid)),
     })
+}
+
+/// What in-order classification needs to know of a validated row.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    /// The row's bill_no, when it is valid.
+    pub bill_no: Option<&'a str>,
+    /// The validation message, when the row is invalid.
+    pub problem: Option<&'a str>,
+    pub openid: &'a str,
+    pub has_session_key: bool,
+}
+
+impl Validated<'_> {
+    pub fn facts(&self) -> Facts<'_> {
+        match self {
+            Validated::Valid(o) => Facts {
+                bill_no: Some(o.bill_no),
+                problem: None,
+                openid: o.openid,
+                has_session_key: o.session_key.is_some(),
+            },
+            Validated::Invalid { bill_no, message } => {
+                Facts { bill_no: *bill_no, problem: Some(message), openid: "", has_session_key: false }
+            }
+        }
+    }
 }
 
 /// `--mp-sig`: when to send `mp_sig` (SPEC §1.1).
@@ -639,39 +778,97 @@ pub enum MpSigMode {
     Never,
 }
 
-/// Session keys from `--session-keys FILE` (CSV `openid,session_key`).
+/// 128-bit fingerprint of a string, for compact sets keyed by ids.
+fn fingerprint(s: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(s.as_bytes())
+}
+
+/// Hashes a key that is already a fingerprint by taking 64 of its bits:
+/// hashing it again (SipHash) cost more than the rest of a lookup.
 #[derive(Default)]
-pub struct SessionKeys(HashMap<String, Secret>);
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-integer keys; fold them in so it stays correct.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type FingerprintBuild = std::hash::BuildHasherDefault<FingerprintHasher>;
+
+/// A session key as stored: WeChat's are 24 base64 characters and are kept
+/// inline (one cache miss per lookup instead of two); others are boxed.
+enum StoredKey {
+    Standard([u8; 24]),
+    Other(Box<str>),
+}
+
+impl StoredKey {
+    fn new(key: &str) -> StoredKey {
+        match <[u8; 24]>::try_from(key.as_bytes()) {
+            Ok(k) => StoredKey::Standard(k),
+            Err(_) => StoredKey::Other(key.into()),
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            // Only built from a &str, so always UTF-8.
+            StoredKey::Standard(k) => std::str::from_utf8(k).unwrap_or(""),
+            StoredKey::Other(k) => k,
+        }
+    }
+}
+
+/// Session keys from `--session-keys FILE` (CSV `openid,session_key`), keyed
+/// by a fingerprint of the openid to keep a few million users small.
+#[derive(Default)]
+pub struct SessionKeys(HashMap<u128, StoredKey, FingerprintBuild>);
 
 impl SessionKeys {
     pub fn load(path: &Path) -> anyhow::Result<SessionKeys> {
         use anyhow::Context as _;
         let ctx = || format!("--session-keys {}", path.display());
-        let mut rdr =
-            csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_path(path).with_context(ctx)?;
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path).with_context(ctx)?;
         let headers = rdr.headers().with_context(ctx)?.clone();
-        let pos = |name: &str| headers.iter().position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name));
+        let pos = |name: &str| {
+            headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+        };
         let (Some(o), Some(k)) = (pos("openid"), pos("session_key")) else {
             anyhow::bail!("{}: the header row must name the columns openid and session_key", ctx());
         };
-        let mut map = HashMap::new();
-        for rec in rdr.records() {
-            let rec = rec.with_context(ctx)?;
+        let mut map = HashMap::default();
+        let mut rec = csv::ByteRecord::new();
+        while rdr.read_byte_record(&mut rec).with_context(ctx)? {
             let line = rec.position().map_or(0, |p| p.line());
-            let (openid, key) = (rec.get(o).unwrap_or(""), rec.get(k).unwrap_or(""));
-            if openid.is_empty() && key.is_empty() {
+            let cell = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).map(str::trim);
+            let (Ok(openid), Ok(key)) = (cell(o), cell(k)) else {
+                anyhow::bail!("{} line {line}: not valid UTF-8", ctx());
+            };
+            if key.is_empty() {
                 continue;
             }
             check_session_key(key).map_err(|m| anyhow::anyhow!("{} line {line}: {m}", ctx()))?;
-            if !key.is_empty() {
-                map.insert(openid.to_string(), Secret::new(key));
-            }
+            map.insert(fingerprint(openid), StoredKey::new(key));
         }
         Ok(SessionKeys(map))
     }
 
-    pub fn get(&self, openid: &str) -> Option<&Secret> {
-        self.0.get(openid)
+    pub fn get(&self, openid: &str) -> Option<&str> {
+        self.0.get(&fingerprint(openid)).map(StoredKey::as_str)
     }
 
     pub fn len(&self) -> usize {
@@ -681,10 +878,34 @@ impl SessionKeys {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    /// Every key, so the redactor can scrub them.
-    pub fn values(&self) -> impl Iterator<Item = &Secret> {
-        self.0.values()
+/// One remembered bill_no: 96 bits of its fingerprint and its first row, in 16
+/// bytes, so a million rows cost ~20-40 bytes each in the set. Equality and
+/// hash look at the fingerprint only; a false match needs a 96-bit collision.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    hi: u64,
+    lo: u32,
+    row: u32,
+}
+
+impl Seen {
+    fn new(bill_no: &str, row: u64) -> Seen {
+        let fp = fingerprint(bill_no);
+        Seen { hi: (fp >> 64) as u64, lo: fp as u32, row: u32::try_from(row).unwrap_or(u32::MAX) }
+    }
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, other: &Self) -> bool {
+        (self.hi, self.lo) == (other.hi, other.lo)
+    }
+}
+impl Eq for Seen {}
+impl std::hash::Hash for Seen {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hi);
     }
 }
 
@@ -697,57 +918,50 @@ pub enum Verdict {
     Rejected { category: Category, message: String },
 }
 
-/// Turns rows into verdicts, in input order: validation, then duplicate
-/// detection (first row wins), then the session-key rule of `--mp-sig`.
+/// The in-order part of classification: duplicate detection (first row wins)
+/// and the session-key rule of `--mp-sig`.
 pub struct Classifier {
-    // 128-bit fingerprints rather than the bill_nos themselves keep memory
-    // near 30 bytes a row; a collision is astronomically unlikely.
-    seen: HashMap<u128, u64>,
-    session_keys: Arc<SessionKeys>,
+    seen: std::collections::HashSet<Seen, FingerprintBuild>,
     mp_sig: MpSigMode,
 }
 
 impl Classifier {
-    pub fn new(session_keys: Arc<SessionKeys>, mp_sig: MpSigMode) -> Self {
-        Classifier { seen: HashMap::new(), session_keys, mp_sig }
+    pub fn new(mp_sig: MpSigMode) -> Self {
+        Classifier { seen: Default::default(), mp_sig }
     }
 
-    /// Classifies the next row; rows must come in input order.
-    pub fn classify(&mut self, header: &Header, raw: &RawRow) -> Verdict {
-        let (bill_no, result) = match validate(header, raw) {
-            Validated::Valid(order) => (Some(order.bill_no.clone()), Ok(order)),
-            Validated::Invalid { bill_no, message } => (bill_no, Err(message)),
-        };
-        if let Some(b) = &bill_no {
-            let fp = xxhash_rust::xxh3::xxh3_128(b.as_bytes());
-            if let Some(&first) = self.seen.get(&fp) {
-                return Verdict::Rejected {
-                    category: Category::Duplicate,
-                    message: format!(
-                        "line {}: bill_no `{b}` already appeared on row {first}; only that row is sent",
-                        raw.line
-                    ),
-                };
+    /// Decides a validated row; `None` means "send it". Rows must come in
+    /// input order.
+    pub fn decide(&mut self, row: u64, line: u64, facts: Facts<'_>) -> Option<(Category, String)> {
+        if let Some(b) = facts.bill_no {
+            let seen = Seen::new(b, row);
+            if let Some(first) = self.seen.get(&seen) {
+                let m =
+                    format!("line {line}: bill_no `{b}` already appeared on row {}; only that row is sent", first.row);
+                return Some((Category::Duplicate, m));
             }
-            self.seen.insert(fp, raw.row);
+            self.seen.insert(seen);
         }
-        let mut order = match result {
-            Ok(o) => o,
-            Err(message) => return Verdict::Rejected { category: Category::InvalidInput, message },
-        };
-        if order.session_key.is_none() {
-            order.session_key = self.session_keys.get(&order.openid).cloned();
+        if let Some(m) = facts.problem {
+            return Some((Category::InvalidInput, m.to_string()));
         }
-        if self.mp_sig == MpSigMode::Always && order.session_key.is_none() {
-            return Verdict::Rejected {
-                category: Category::MissingSessionKey,
-                message: format!(
-                    "line {}: no session key for openid `{}` (--mp-sig always needs one)",
-                    raw.line, order.openid
-                ),
-            };
+        if self.mp_sig == MpSigMode::Always && !facts.has_session_key {
+            let m = format!("line {line}: no session key for openid `{}` (--mp-sig always needs one)", facts.openid);
+            return Some((Category::MissingSessionKey, m));
         }
-        Verdict::Ready(order)
+        None
+    }
+
+    /// Validates and decides one row.
+    pub fn classify(&mut self, header: &Header, raw: &RawRow, keys: &SessionKeys) -> Verdict {
+        let v = validate(header, raw, keys);
+        match self.decide(raw.row, raw.line, v.facts()) {
+            Some((category, message)) => Verdict::Rejected { category, message },
+            None => match v {
+                Validated::Valid(o) => Verdict::Ready(o.to_owned()),
+                Validated::Invalid { .. } => unreachable!("an invalid row is never sent"),
+            },
+        }
     }
 }
 
@@ -763,7 +977,7 @@ mod tests {
         RawRow { row, line: row + 1, record: csv::StringRecord::from(cells.to_vec()) }
     }
 
-    fn message(v: Validated) -> String {
+    fn message(v: Validated<'_>) -> String {
         match v {
             Validated::Invalid { message, .. } => message,
             Validated::Valid(o) => panic!("expected invalid, got {o:?}"),
@@ -809,7 +1023,7 @@ mod tests {
             (&["b1", "o", "1", "", "", "", "", "extra"], "8 fields but the header has 7"),
         ];
         for (cells, want) in cases {
-            let m = message(validate(&h, &raw(1, cells)));
+            let m = message(validate(&h, &raw(1, cells), &SessionKeys::default()));
             assert!(m.contains(want), "{cells:?}: {m}");
         }
     }
@@ -817,18 +1031,20 @@ mod tests {
     #[test]
     fn session_key_never_echoed() {
         let h = header(&["bill_no", "openid", "zone_id", "session_key"]);
-        let m = message(validate(&h, &raw(1, &["b", "o", "1", "SeCrEt!!"])));
+        let r = raw(1, &["b", "o", "1", "SeCrEt!!"]);
+        let m = message(validate(&h, &r, &SessionKeys::default()));
         assert!(!m.contains("SeCrEt"));
     }
 
     #[test]
     fn values_are_trimmed_and_empty_optionals_dropped() {
         let h = header(&["bill_no", "openid", "zone_id", "user_ip", "pay_item"]);
-        match validate(&h, &raw(1, &[" b1 ", "\to\t", " 3_99 ", "  ", " 金币 "])) {
+        let r = raw(1, &[" b1 ", "\to\t", " 3_99 ", "  ", " 金币 "]);
+        match validate(&h, &r, &SessionKeys::default()) {
             Validated::Valid(o) => {
-                assert_eq!((o.bill_no.as_str(), o.openid.as_str(), o.zone_id.as_str()), ("b1", "o", "3_99"));
+                assert_eq!((o.bill_no, o.openid, o.zone_id), ("b1", "o", "3_99"));
                 assert_eq!(o.user_ip, None);
-                assert_eq!(o.pay_item.as_deref(), Some("金币"));
+                assert_eq!(o.pay_item, Some("金币"));
             }
             v => panic!("{v:?}"),
         }
@@ -837,10 +1053,11 @@ mod tests {
     #[test]
     fn first_bill_no_wins_even_when_its_row_is_invalid() {
         let h = header(&["bill_no", "openid", "zone_id"]);
-        let mut c = Classifier::new(Arc::default(), MpSigMode::Auto);
-        let v1 = c.classify(&h, &raw(1, &["b1", "", "1"]));
-        let v2 = c.classify(&h, &raw(2, &["b1", "o", "1"]));
-        let v3 = c.classify(&h, &raw(3, &["b2", "o", "1"]));
+        let mut c = Classifier::new(MpSigMode::Auto);
+        let k = SessionKeys::default();
+        let v1 = c.classify(&h, &raw(1, &["b1", "", "1"]), &k);
+        let v2 = c.classify(&h, &raw(2, &["b1", "o", "1"]), &k);
+        let v3 = c.classify(&h, &raw(3, &["b2", "o", "1"]), &k);
         assert!(matches!(v1, Verdict::Rejected { category: Category::InvalidInput, .. }));
         match v2 {
             Verdict::Rejected { category: Category::Duplicate, message } => assert!(message.contains("row 1")),
@@ -852,13 +1069,14 @@ mod tests {
     #[test]
     fn mp_sig_always_needs_a_session_key() {
         let h = header(&["bill_no", "openid", "zone_id"]);
-        let mut c = Classifier::new(Arc::default(), MpSigMode::Always);
+        let k = SessionKeys::default();
+        let mut c = Classifier::new(MpSigMode::Always);
         assert!(matches!(
-            c.classify(&h, &raw(1, &["b1", "o", "1"])),
+            c.classify(&h, &raw(1, &["b1", "o", "1"]), &k),
             Verdict::Rejected { category: Category::MissingSessionKey, .. }
         ));
-        let mut c = Classifier::new(Arc::default(), MpSigMode::Auto);
-        assert!(matches!(c.classify(&h, &raw(1, &["b1", "o", "1"])), Verdict::Ready(_)));
+        let mut c = Classifier::new(MpSigMode::Auto);
+        assert!(matches!(c.classify(&h, &raw(1, &["b1", "o", "1"]), &k), Verdict::Ready(_)));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! guard, and durable appends. One line per input row.
 
 use crate::category::Category;
-use crate::input::{Field, Header, Order, RawRow, FORMULA_TRIGGERS};
+use crate::input::{Header, RawRow, FORMULA_TRIGGERS};
+use crate::sign::Hex64;
 use std::borrow::Cow;
 use std::io::Write;
 
@@ -73,8 +74,8 @@ impl Outcome {
 pub struct DrySigned {
     pub category: Category,
     pub ts: Option<u64>,
-    pub sig: Option<String>,
-    pub mp_sig: Option<String>,
+    pub sig: Option<Hex64>,
+    pub mp_sig: Option<Hex64>,
 }
 
 /// Writes results rows to any writer (a file, or a buffer in tests).
@@ -82,7 +83,6 @@ pub struct ResultsWriter<W: Write> {
     csv: csv::Writer<W>,
     header: Header,
     layout: Layout,
-    cells: Vec<String>,
 }
 
 impl<W: Write> ResultsWriter<W> {
@@ -92,60 +92,48 @@ impl<W: Write> ResultsWriter<W> {
         if write_header {
             csv.write_record(header_row(header, layout))?;
         }
-        Ok(ResultsWriter { csv, header: header.clone(), layout, cells: Vec::new() })
+        Ok(ResultsWriter { csv, header: header.clone(), layout })
     }
 
-    /// The input's cells as they go out: API columns of a valid row verbatim
-    /// (they passed their character sets), everything else guarded. Missing
-    /// cells of a short row are written empty.
-    fn fill_input_cells(&mut self, raw: &RawRow, order: Option<&Order>) {
-        self.cells.clear();
+    /// Writes the input's cells: API columns of a valid row trimmed and
+    /// verbatim (they passed their character sets), every other cell guarded.
+    /// Missing cells of a short row are written empty.
+    fn write_input_cells(&mut self, raw: &RawRow, valid: bool) -> csv::Result<()> {
         for (i, _) in self.header.output_columns() {
             let cell = raw.record.get(i).unwrap_or("");
-            let verbatim = order.and_then(|o| match self.header.field_of(i)? {
-                Field::BillNo => Some(o.bill_no.as_str()),
-                Field::Openid => Some(o.openid.as_str()),
-                Field::ZoneId => Some(o.zone_id.as_str()),
-                Field::Pf => o.pf.as_deref().or(Some("")),
-                Field::UserIp => o.user_ip.as_deref().or(Some("")),
-                Field::PayItem => o.pay_item.as_deref().or(Some("")),
-                Field::SessionKey => None,
-            });
-            self.cells.push(match verbatim {
-                Some(v) => v.to_string(),
-                None => guard(cell).into_owned(),
-            });
+            if valid && self.header.field_of(i).is_some() {
+                self.csv.write_field(cell.trim())?;
+            } else {
+                self.csv.write_field(guard(cell).as_ref())?;
+            }
         }
+        Ok(())
     }
 
-    /// One dry-run line.
-    pub fn write_dry(&mut self, raw: &RawRow, order: Option<&Order>, signed: &DrySigned) -> csv::Result<()> {
+    /// One dry-run line; `valid` says whether the row passed validation.
+    pub fn write_dry(&mut self, raw: &RawRow, valid: bool, signed: &DrySigned) -> csv::Result<()> {
         debug_assert_eq!(self.layout, Layout::DryRun);
-        self.fill_input_cells(raw, order);
-        self.csv.write_field(raw.row.to_string())?;
-        for c in &self.cells {
-            self.csv.write_field(c)?;
-        }
-        self.csv.write_field(signed.ts.map(|t| t.to_string()).unwrap_or_default())?;
-        self.csv.write_field(signed.sig.as_deref().unwrap_or(""))?;
-        self.csv.write_field(signed.mp_sig.as_deref().unwrap_or(""))?;
+        let mut num = itoa::Buffer::new();
+        self.csv.write_field(num.format(raw.row))?;
+        self.write_input_cells(raw, valid)?;
+        self.csv.write_field(signed.ts.map_or("", |t| num.format(t)))?;
+        self.csv.write_field(signed.sig.as_ref().map_or("", Hex64::as_str))?;
+        self.csv.write_field(signed.mp_sig.as_ref().map_or("", Hex64::as_str))?;
         self.csv.write_field(signed.category.as_str())?;
         self.csv.write_record(None::<&[u8]>)
     }
 
-    /// One live-run line.
-    pub fn write_live(&mut self, raw: &RawRow, order: Option<&Order>, outcome: &Outcome) -> csv::Result<()> {
+    /// One live-run line; `valid` says whether the row passed validation.
+    pub fn write_live(&mut self, raw: &RawRow, valid: bool, outcome: &Outcome) -> csv::Result<()> {
         debug_assert_eq!(self.layout, Layout::Live);
-        self.fill_input_cells(raw, order);
-        for c in &self.cells {
-            self.csv.write_field(c)?;
-        }
-        self.csv.write_field(raw.row.to_string())?;
+        let mut num = itoa::Buffer::new();
+        self.write_input_cells(raw, valid)?;
+        self.csv.write_field(num.format(raw.row))?;
         self.csv.write_field(outcome.category.as_str())?;
-        self.csv.write_field(outcome.errcode.map(|c| c.to_string()).unwrap_or_default())?;
+        self.csv.write_field(outcome.errcode.map_or("", |c| num.format(c)))?;
         self.csv.write_field(guard(&outcome.errmsg).as_ref())?;
-        self.csv.write_field(outcome.attempts.to_string())?;
-        self.csv.write_field(outcome.ts.map(|t| t.to_string()).unwrap_or_default())?;
+        self.csv.write_field(num.format(outcome.attempts))?;
+        self.csv.write_field(outcome.ts.map_or("", |t| num.format(t)))?;
         self.csv.write_record(None::<&[u8]>)
     }
 

@@ -13,6 +13,16 @@ B001,oUSER1,1,,,,dup
 ";
 
 fn expected_sig(bill_no: &str, openid: &str, zone: &str, ip: Option<&str>, item: Option<&str>) -> String {
+    sig_with(bill_no, openid, zone, ip, item).as_str().to_string()
+}
+
+fn sig_with(
+    bill_no: &str,
+    openid: &str,
+    zone: &str,
+    ip: Option<&str>,
+    item: Option<&str>,
+) -> midas_cancel::sign::Hex64 {
     Signer::new(APP_KEY, false).sig(&CancelParams {
         openid,
         appid: "wxtest",
@@ -103,7 +113,7 @@ fn session_keys_file_supplies_mp_sig() {
         user_ip: None,
         pay_item: None,
     };
-    assert_eq!(r.row(1)["mp_sig"], signer.sign(&p, Some((TOKEN, "a2V5OQ=="))).mp_sig.unwrap());
+    assert_eq!(r.row(1)["mp_sig"], signer.sign(&p, Some((TOKEN, "a2V5OQ=="))).mp_sig.unwrap().as_str());
 }
 
 /// The same orders in four messy shapes sign identically.
