@@ -16,7 +16,7 @@ Secrets come only from the environment (or a file named by NAME_FILE), never fro
 /// with `run --simulate`, try `--sandbox`, then `run` for real, `run --resume`
 /// if it was interrupted, and `report` the results file.
 #[derive(Debug, Parser)]
-#[command(name = "midas-cancel", version, propagate_version = true, after_help = ENV_HELP)]
+#[command(name = "midas-cancel", version, propagate_version = true, args_override_self = true, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -30,6 +30,84 @@ pub enum Command {
     /// Validate an order export and list every bad row; sends nothing.
     #[command(after_long_help = "Example:\n  midas-cancel check orders.csv --column bill_no=订单号")]
     Check(CheckArgs),
+    /// Serve a local Midas simulator (the tests' peer and a rehearsal stage).
+    #[command(after_long_help = SIMULATE_HELP)]
+    Simulate(SimulateArgs),
+}
+
+const SIMULATE_HELP: &str = "\
+The simulator implements cancelpay (production and sandbox paths) and stable_token on
+127.0.0.1, keeps order state (deducted -> cancelled -> 90015 on repeat), checks the token,
+the fields (90018), sig (90011) and mp_sig (90009), and injects the faults asked for.
+It prints the URL it listens on; point `run --base-url` at it.
+
+Keys come from the environment, like the tool's own:
+  MIDAS_APP_KEY          production app key it verifies sig with [default: a rehearsal key]
+  MIDAS_SANDBOX_APP_KEY  sandbox app key [default: MIDAS_APP_KEY]
+  WECHAT_APP_SECRET      the AppSecret stable_token accepts
+  WECHAT_ACCESS_TOKEN    a token accepted as given
+
+Rehearsal without a separate process: `midas-cancel run ... --simulate`.
+
+Example:
+  MIDAS_APP_KEY=test WECHAT_APP_SECRET=s3cret midas-cancel simulate --port 8080 \\
+      --orders samples/sim_orders.csv --busy-rate 0.05 --token-lifetime 60
+  MIDAS_APP_KEY=test WECHAT_APP_SECRET=s3cret midas-cancel run samples/orders.csv \\
+      -o out.csv --config samples/midas.toml --base-url http://127.0.0.1:8080";
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// CSV `bill_no,state`; states: deducted, cancelled, confirmed, processing[:N], unknown, errcode:N.
+    #[arg(long, value_name = "FILE")]
+    pub orders: Option<PathBuf>,
+
+    /// State of orders not in --orders.
+    #[arg(long, value_name = "STATE", default_value = "deducted")]
+    pub default_state: String,
+
+    /// CSV `openid,session_key`: the sessions mp_sig is checked against.
+    #[arg(long, value_name = "FILE")]
+    pub session_keys: Option<PathBuf>,
+
+    /// Require mp_sig, and treat users without a known session key as logged out (90010).
+    #[arg(long)]
+    pub strict_sessions: bool,
+
+    /// Lifetime of tokens handed out by stable_token, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 7200)]
+    pub token_lifetime: u64,
+
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0, help_heading = "Faults")]
+    pub latency_ms: u64,
+
+    /// Share of cancels answered -1 (system busy).
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub busy_rate: f64,
+
+    /// Share of cancels answered HTTP 502.
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub error_rate: f64,
+
+    /// Share of cancels processed but never answered.
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub drop_rate: f64,
+
+    /// More cancels than N in any second get 45009 (frequency limit).
+    #[arg(long, value_name = "N", help_heading = "Faults")]
+    pub frequency_limit: Option<u32>,
+
+    /// Append every cancel request as a JSON line (arrival, bill_no, ts lag, errcode) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Seed of the fault dice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -112,4 +190,40 @@ pub struct RunArgs {
     /// Dry run only: sign with this fixed ts (UNIX seconds) for reproducible output.
     #[arg(long, value_name = "UNIX", requires = "dry_run", help_heading = "Mode")]
     pub ts: Option<u64>,
+
+    /// Rehearse against an in-process simulator instead of WeChat (fake keys; nothing leaves the machine).
+    #[arg(long, conflicts_with_all = ["dry_run", "base_url"], help_heading = "Mode")]
+    pub simulate: bool,
+
+    /// API base, also used for stable_token [default: https://api.weixin.qq.com].
+    #[arg(long, value_name = "URL", help_heading = "Sending")]
+    pub base_url: Option<String>,
+
+    /// Cancel requests per second, all workers and retries together [default: 50].
+    #[arg(long, value_name = "N", help_heading = "Sending")]
+    pub rate: Option<u32>,
+
+    /// Extra requests allowed at once above the steady pace [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Sending")]
+    pub burst: Option<u32>,
+
+    /// Requests in flight at once [default: 16].
+    #[arg(long, value_name = "N", help_heading = "Sending")]
+    pub concurrency: Option<usize>,
+
+    /// Tries per row for retryable answers [default: 5].
+    #[arg(long, value_name = "N", help_heading = "Sending")]
+    pub max_attempts: Option<u32>,
+
+    /// Per-request timeout in seconds [default: 10].
+    #[arg(long, value_name = "SECS", help_heading = "Sending")]
+    pub timeout: Option<f64>,
+
+    /// First retry delay in milliseconds; doubles per attempt, with jitter [default: 500].
+    #[arg(long, value_name = "MS", help_heading = "Sending")]
+    pub backoff_ms: Option<u64>,
+
+    /// Print only warnings, errors and the final summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }

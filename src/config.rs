@@ -4,11 +4,14 @@
 use crate::cli::{InputArgs, RunArgs};
 use crate::input::{ColumnMapping, EncodingName, MpSigMode, SessionKeys};
 use crate::secret::{Redactor, Secret};
+use crate::send::SendSettings;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The TOML config file. Every key is optional; flags win.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +24,13 @@ pub struct FileConfig {
     pub session_keys: Option<PathBuf>,
     pub mp_sig: Option<MpSigMode>,
     pub encoding: Option<EncodingName>,
+    pub base_url: Option<String>,
+    pub rate: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: Option<u32>,
+    pub timeout: Option<f64>,
+    pub backoff_ms: Option<u64>,
     /// FIELD = "HEADER" pairs, like `--column`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
@@ -104,15 +114,36 @@ pub struct Request {
     pub sandbox: bool,
 }
 
+/// The app key and secret used by `run --simulate` (rehearsals never use real secrets).
+pub const REHEARSAL_APP_KEY: &str = "REHEARSAL-app-key-not-a-secret";
+pub const REHEARSAL_APP_SECRET: &str = "REHEARSAL-app-secret-not-a-secret";
+/// WeChat's API base.
+pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
+
+/// What kind of run this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    DryRun,
+    Live,
+    /// Live, against the in-process simulator.
+    Rehearsal,
+}
+
 /// A fully validated `run`.
 pub struct RunConfig {
+    pub mode: Mode,
     pub input: InputConfig,
     pub output: PathBuf,
     pub request: Request,
     pub app_key: Secret,
-    /// A ready access token (`WECHAT_ACCESS_TOKEN`), if given.
+    /// `WECHAT_APP_SECRET`: tokens come from stable_token.
+    pub app_secret: Option<Secret>,
+    /// `WECHAT_ACCESS_TOKEN`: a ready access token, used as given.
     pub access_token: Option<Secret>,
     pub dry_run_ts: Option<u64>,
+    pub base_url: String,
+    pub send: SendSettings,
+    pub quiet: bool,
     pub redactor: Redactor,
 }
 
@@ -121,6 +152,31 @@ fn check_constant(name: &str, v: &str, allowed: impl Fn(char) -> bool) -> anyhow
         bail!("{name} `{v}` is not valid: use the value from the WeChat / Midas console");
     }
     Ok(())
+}
+
+fn send_settings(args: &RunArgs, file: &FileConfig) -> anyhow::Result<SendSettings> {
+    let rate = args.rate.or(file.rate).unwrap_or(50);
+    let rate = NonZeroU32::new(rate).context("--rate must be at least 1 request per second")?;
+    let concurrency = args.concurrency.or(file.concurrency).unwrap_or(16);
+    if !(1..=512).contains(&concurrency) {
+        bail!("--concurrency must be between 1 and 512");
+    }
+    let max_attempts = args.max_attempts.or(file.max_attempts).unwrap_or(5);
+    if max_attempts == 0 {
+        bail!("--max-attempts must be at least 1");
+    }
+    let timeout = args.timeout.or(file.timeout).unwrap_or(10.0);
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 600.0) {
+        bail!("--timeout must be between 0 and 600 seconds");
+    }
+    Ok(SendSettings {
+        rate,
+        burst: args.burst.or(file.burst).unwrap_or(1),
+        concurrency,
+        max_attempts,
+        timeout: Duration::from_secs_f64(timeout),
+        backoff: Duration::from_millis(args.backoff_ms.or(file.backoff_ms).unwrap_or(500)),
+    })
 }
 
 impl RunConfig {
@@ -143,29 +199,63 @@ impl RunConfig {
         check_constant("offer_id", &offer_id, |c| c.is_ascii_alphanumeric())?;
         check_constant("pf", &pf, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
+        let mode = match (args.dry_run, args.simulate) {
+            (true, _) => Mode::DryRun,
+            (false, true) => Mode::Rehearsal,
+            (false, false) => Mode::Live,
+        };
+        let send = send_settings(args, &file)?;
+        let base_url = args.base_url.clone().or(file.base_url.clone()).unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            bail!("--base-url `{base_url}` must start with https:// (or http:// for a local simulator)");
+        }
 
-        let app_key = secret_from_env(env, "MIDAS_APP_KEY")?.with_context(|| {
-            format!(
-                "MIDAS_APP_KEY is not set: export the Midas app key of the {} environment (or name a file holding it in MIDAS_APP_KEY_FILE)",
-                if sandbox { "sandbox" } else { "production" }
-            )
-        })?;
-        let access_token = secret_from_env(env, "WECHAT_ACCESS_TOKEN")?;
+        let (app_key, app_secret, access_token) = if mode == Mode::Rehearsal {
+            // A rehearsal never touches real secrets, even when they are set.
+            (Secret::new(REHEARSAL_APP_KEY), Some(Secret::new(REHEARSAL_APP_SECRET)), None)
+        } else {
+            let app_key = secret_from_env(env, "MIDAS_APP_KEY")?.with_context(|| {
+                format!(
+                    "MIDAS_APP_KEY is not set: export the Midas app key of the {} environment (or name a file holding it in MIDAS_APP_KEY_FILE)",
+                    if sandbox { "sandbox" } else { "production" }
+                )
+            })?;
+            let secret = secret_from_env(env, "WECHAT_APP_SECRET")?;
+            let token = secret_from_env(env, "WECHAT_ACCESS_TOKEN")?;
+            if mode == Mode::Live {
+                match (&secret, &token) {
+                    (Some(_), Some(_)) => bail!(
+                        "both WECHAT_APP_SECRET and WECHAT_ACCESS_TOKEN are set: unset one (WECHAT_APP_SECRET is \
+                         preferred: the tool then fetches and refreshes tokens itself)"
+                    ),
+                    (None, None) => bail!(
+                        "no access token: set WECHAT_APP_SECRET (the Mini Game's AppSecret; tokens are then fetched \
+                         with stable_token and refreshed) or WECHAT_ACCESS_TOKEN (a ready token, used as given)"
+                    ),
+                    _ => {}
+                }
+            }
+            (app_key, secret, token)
+        };
         let mut redactor = Redactor::default();
-        redactor.add(&app_key);
-        if let Some(t) = &access_token {
-            redactor.add(t);
+        for s in [Some(&app_key), app_secret.as_ref(), access_token.as_ref()].into_iter().flatten() {
+            redactor.add(s);
         }
         // Session keys are not added: there can be millions, and no message
         // ever carries one (the column is never written, validation never
         // repeats the value).
         Ok(RunConfig {
+            mode,
             input,
             output: args.output.clone(),
             request: Request { appid, offer_id, pf, sandbox },
             app_key,
+            app_secret,
             access_token,
             dry_run_ts: args.ts,
+            base_url,
+            send,
+            quiet: args.quiet,
             redactor,
         })
     }

@@ -3,6 +3,7 @@
 //! Data flows one way: input rows → validated orders → signed requests →
 //! paced sends → outcomes → results file and summary.
 
+pub mod api;
 pub mod category;
 pub mod check;
 pub mod cli;
@@ -13,13 +14,18 @@ pub mod output;
 pub mod report;
 pub mod reporter;
 pub mod secret;
+pub mod send;
 pub mod sign;
+pub mod sim;
+pub mod token;
 
 use anyhow::Context as _;
 use category::Category;
-use cli::{Cli, Command};
+use cli::{Cli, Command, SimulateArgs};
+use config::{Mode, RunConfig};
 use reporter::Reporter;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The exit statuses of SPEC §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,27 +69,145 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(if tally.total() == 0 { Exit::Done } else { Exit::Attention })
         }
         Command::Run(args) => {
-            let cfg = config::RunConfig::resolve(&args, &config::process_env)?;
-            let reporter = Reporter::stderr(false);
-            // Bad input is found before the output file is created.
-            let out = create_output(&cfg.output)?;
-            let result = dryrun::run(&cfg, out, &reporter);
-            let (tally, problems) = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    // Nothing useful was produced: do not leave a partial file.
-                    let _ = std::fs::remove_file(&cfg.output);
-                    return Err(e);
-                }
-            };
-            for p in &problems {
-                reporter.notice(p);
+            let cfg = RunConfig::resolve(&args, &config::process_env)?;
+            let reporter = Reporter::stderr(cfg.quiet);
+            match cfg.mode {
+                Mode::DryRun => dry_run(&cfg, &reporter),
+                Mode::Live | Mode::Rehearsal => live_run(&cfg, &reporter),
             }
-            if problems.len() == dryrun::SHOWN_PROBLEMS {
-                reporter.notice("... (`midas-cancel check` lists every bad row)");
-            }
-            reporter.notice(&tally.table());
-            Ok(if tally.all_in(|c| c == Category::Signed) { Exit::Done } else { Exit::Attention })
         }
+        Command::Simulate(args) => simulate(&args),
     }
+}
+
+fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
+    let out = create_output(&cfg.output)?;
+    let (tally, problems) = match dryrun::run(cfg, out, reporter) {
+        Ok(r) => r,
+        Err(e) => {
+            // A bad file was found part-way: leave no partial output behind.
+            let _ = std::fs::remove_file(&cfg.output);
+            return Err(e);
+        }
+    };
+    for p in &problems {
+        reporter.notice(p);
+    }
+    if problems.len() == dryrun::SHOWN_PROBLEMS {
+        reporter.notice("... (`midas-cancel check` lists every bad row)");
+    }
+    reporter.notice(&tally.table());
+    Ok(if tally.all_in(|c| c == Category::Signed) { Exit::Done } else { Exit::Attention })
+}
+
+/// The in-process simulator of a rehearsal: every order deducted, the
+/// rehearsal keys, the run's own session keys.
+fn rehearsal_simulator(cfg: &RunConfig) -> anyhow::Result<sim::Simulator> {
+    let mut sc = sim::SimConfig::new(config::REHEARSAL_APP_KEY);
+    sc.app_secret = config::REHEARSAL_APP_SECRET.into();
+    sc.session_keys = cfg.input.session_keys.clone();
+    sc.threads = cfg.send.concurrency + 4;
+    sim::Simulator::start(sc, None)
+}
+
+fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
+    // A bad file stops the run before a token is fetched or a file created.
+    input::Input::open(&cfg.input.path, cfg.input.encoding, false)?.rows(&cfg.input.columns, None)?;
+    let simulator = match cfg.mode {
+        Mode::Rehearsal => {
+            let s = rehearsal_simulator(cfg)?;
+            reporter.info(&format!("rehearsal: sending to the in-process simulator at {}", s.url()));
+            Some(s)
+        }
+        _ => None,
+    };
+    let base = simulator.as_ref().map_or(cfg.base_url.as_str(), |s| s.url());
+    let transport: Arc<dyn api::Transport> =
+        Arc::new(api::HttpTransport::new(base, cfg.send.timeout, cfg.send.concurrency)?);
+    let tokens = match (&cfg.app_secret, &cfg.access_token) {
+        (Some(secret), _) => token::Tokens::stable(transport.clone(), &cfg.request.appid, secret.clone())
+            .map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&e.to_string())))?,
+        (None, Some(t)) => token::Tokens::fixed(t.clone()),
+        (None, None) => anyhow::bail!("no access token source"),
+    };
+    let out = create_output(&cfg.output)?;
+    let control = send::Control::default();
+    let report = send::run(cfg, &cfg.send, transport, &tokens, &control, out, reporter)
+        .map_err(|e| anyhow::anyhow!("the run stopped: {e:#}. Rows finished so far are in {}", cfg.output.display()))?;
+    reporter.notice(&report.tally.table());
+    let secs = report.elapsed.as_secs_f64();
+    reporter.notice(&format!(
+        "{} requests in {:.1} s ({:.1}/s); slowed down {} time(s) by WeChat's overload signals; {} token fetch(es)",
+        report.requests,
+        secs,
+        report.requests as f64 / secs.max(0.001),
+        report.slowdowns,
+        report.token_refreshes
+    ));
+    Ok(match report.stop {
+        Some(send::StopReason::Breaker(why)) => {
+            reporter.notice(&format!(
+                "Stopped early: {why}\nRows not attempted are `skipped`; after fixing the cause, continue with the same command plus --resume."
+            ));
+            Exit::Stopped
+        }
+        Some(send::StopReason::Interrupted) => Exit::Interrupted,
+        None if report.tally.all_in(Category::is_success) => Exit::Done,
+        None => Exit::Attention,
+    })
+}
+
+fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
+    let env = |n: &str| config::secret_from_env(&config::process_env, n);
+    let app_key = env("MIDAS_APP_KEY")?.map(|s| s.expose().to_string());
+    let mut sc = sim::SimConfig::new(app_key.as_deref().unwrap_or(config::REHEARSAL_APP_KEY));
+    if let Some(k) = env("MIDAS_SANDBOX_APP_KEY")? {
+        sc.sandbox_app_key = k.expose().into();
+    }
+    if let Some(s) = env("WECHAT_APP_SECRET")? {
+        sc.app_secret = s.expose().into();
+    }
+    if let Some(t) = env("WECHAT_ACCESS_TOKEN")? {
+        sc.fixed_tokens.push(t.expose().into());
+    }
+    sc.port = args.port;
+    if let Some(p) = &args.orders {
+        sc.orders = sim::load_orders(p)?;
+    }
+    sc.default_state = args.default_state.parse().map_err(|e: String| anyhow::anyhow!("--default-state: {e}"))?;
+    if let Some(p) = &args.session_keys {
+        sc.session_keys = Arc::new(input::SessionKeys::load(p)?);
+    }
+    if args.strict_sessions {
+        sc.sessions = sim::SessionPolicy::Strict;
+    }
+    anyhow::ensure!(args.token_lifetime >= 1, "--token-lifetime must be at least 1 second");
+    sc.token_lifetime = std::time::Duration::from_secs(args.token_lifetime);
+    for (name, p) in
+        [("--busy-rate", args.busy_rate), ("--error-rate", args.error_rate), ("--drop-rate", args.drop_rate)]
+    {
+        anyhow::ensure!((0.0..=1.0).contains(&p), "{name} must be between 0 and 1");
+    }
+    sc.faults = sim::Faults {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        busy_rate: args.busy_rate,
+        error_rate: args.error_rate,
+        drop_rate: args.drop_rate,
+        frequency_limit: args.frequency_limit,
+    };
+    sc.seed = args.seed;
+    let sim = sim::Simulator::start(sc, args.log.as_deref())?;
+    if app_key.is_none() {
+        eprintln!("MIDAS_APP_KEY not set: verifying sig with the rehearsal key");
+    }
+    println!("midas-cancel simulator listening on {}", sim.url());
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })?;
+    let _ = rx.recv();
+    eprintln!("simulator stopped");
+    Ok(Exit::Done)
 }

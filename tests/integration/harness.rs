@@ -2,11 +2,13 @@
 //! read the results CSV back.
 
 use assert_cmd::Command;
+use midas_cancel::sim::{SimConfig, Simulator};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const APP_KEY: &str = "TESTappKEY0123456789abcdefghijkl";
 pub const TOKEN: &str = "TEST_ACCESS_TOKEN_0123456789";
+pub const APP_SECRET: &str = "TEST_APP_SECRET_abcdefghijklmnop";
 
 /// A scratch directory and a way to run the binary inside it.
 pub struct Workdir {
@@ -58,6 +60,54 @@ impl Workdir {
     }
 }
 
+impl Workdir {
+    /// A live `run` against `sim` with the test keys, fast retries and a
+    /// short timeout; tokens come from the simulator's stable_token.
+    pub fn live(&self, input: &str, output: &str, sim: &Simulator) -> Command {
+        let mut c = self.cmd();
+        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args([
+            "run",
+            input,
+            "-o",
+            output,
+            "--appid",
+            "wxtest",
+            "--offer-id",
+            "123",
+            "--base-url",
+            sim.url(),
+            "--backoff-ms",
+            "20",
+            "--timeout",
+            "1",
+            "--rate",
+            "200",
+        ]);
+        c
+    }
+
+    /// An orders file with `n` rows B0001.. for users u1..u5.
+    pub fn orders(&self, name: &str, n: usize) -> PathBuf {
+        let mut text = String::from("bill_no,openid,zone_id,amount\n");
+        for i in 1..=n {
+            text.push_str(&format!("B{i:04},oUSER{},1,{}\n", i % 5 + 1, i * 100));
+        }
+        self.write(name, text)
+    }
+}
+
+/// A simulator that knows the test keys.
+pub fn sim_config() -> SimConfig {
+    let mut c = SimConfig::new(APP_KEY);
+    c.app_secret = APP_SECRET.into();
+    c.keep_log = true;
+    c
+}
+
+pub fn start(c: SimConfig) -> Simulator {
+    Simulator::start(c, None).expect("simulator starts")
+}
+
 /// A results CSV as header + rows of name → value.
 pub struct Results {
     pub headers: Vec<String>,
@@ -82,6 +132,11 @@ impl Results {
     pub fn row(&self, n: u64) -> &HashMap<String, String> {
         let n = n.to_string();
         self.rows.iter().find(|r| r["row"] == n).unwrap_or_else(|| panic!("no row {n}"))
+    }
+
+    /// The category of every row, by row number.
+    pub fn categories(&self) -> HashMap<u64, String> {
+        self.rows.iter().map(|r| (r["row"].parse().unwrap(), r["category"].clone())).collect()
     }
 
     pub fn column(&self, name: &str) -> Vec<&str> {

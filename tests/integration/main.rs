@@ -5,4 +5,5 @@ mod harness;
 
 mod dry_run;
 mod input_files;
+mod live;
 mod vectors;

@@ -1,0 +1,545 @@
+//! The live run: pacing (governor), workers, retries, back-pressure, the
+//! circuit breaker, and the durable results writer.
+//!
+//! The feeder (calling thread) reads and classifies rows in input order and
+//! hands sendable ones to `concurrency` worker threads; every finished row
+//! goes to one writer thread that appends it to the results file and syncs
+//! it before it is counted. Rows finish out of order; the `row` column says
+//! which input row each line is.
+
+use crate::api::{cancel_body, Action, Transport};
+use crate::category::Category;
+use crate::config::RunConfig;
+use crate::dryrun::unix_now;
+use crate::input::{validate, Classifier, Input, MpSigMode, Order, RawRow, Validated};
+use crate::output::{Layout, Outcome, ResultsWriter};
+use crate::report::Tally;
+use crate::reporter::Reporter;
+use crate::sign::{CancelParams, Signer};
+use crate::token::{TokenFailure, Tokens};
+use anyhow::Context as _;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Sending settings of a live run.
+#[derive(Clone, Debug)]
+pub struct SendSettings {
+    pub rate: NonZeroU32,
+    pub burst: u32,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff: Duration,
+}
+
+/// Consecutive breaker answers (90011, 90017) that stop the run.
+const BREAKER_THRESHOLD: u32 = 3;
+/// The longest single sleep, so that a stop is noticed quickly.
+const NAP: Duration = Duration::from_millis(50);
+/// Back-pressure: at most one cut per this interval (in-flight requests that
+/// all hit the same overload count once) ...
+const CUT_EVERY: Duration = Duration::from_secs(1);
+/// ... and one step of recovery per this interval without a new signal.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// GCRA admits `burst + 1` at once and then one per period; pacing at 99.5 %
+/// of `--rate` keeps any sliding second under `rate + burst` even when a few
+/// requests leave a little late.
+const PACE_MARGIN: f64 = 0.995;
+
+fn limiter(per_second: f64, capacity: u32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / per_second.max(0.01));
+    let quota = Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(NonZeroU32::new(capacity.max(1)).expect("capacity >= 1"));
+    RateLimiter::direct(quota)
+}
+
+struct Slowdown {
+    factor: f64,
+    limiter: Option<DefaultDirectRateLimiter>,
+    last_cut: Option<Instant>,
+    last_change: Instant,
+}
+
+/// Pacing shared by every worker: a fixed limiter that enforces `rate +
+/// burst`, and on top of it a slower one while WeChat signals overload.
+pub struct Pacer {
+    hard: DefaultDirectRateLimiter,
+    rate: f64,
+    slow: RwLock<Slowdown>,
+    slowdowns: AtomicU64,
+    clock: DefaultClock,
+}
+
+impl Pacer {
+    pub fn new(rate: NonZeroU32, burst: u32) -> Pacer {
+        let rate = f64::from(rate.get());
+        Pacer {
+            hard: limiter(rate * PACE_MARGIN, burst + 1),
+            rate,
+            slow: RwLock::new(Slowdown { factor: 1.0, limiter: None, last_cut: None, last_change: Instant::now() }),
+            slowdowns: AtomicU64::new(0),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Blocks until a request may leave; `false` when `stop` was raised.
+    pub fn wait(&self, stop: &AtomicBool) -> bool {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.recover();
+            let wait = {
+                let slow = self.slow.read().expect("pacer lock");
+                match &slow.limiter {
+                    Some(l) => l.check().err().map(|n| n.wait_time_from(self.clock.now())),
+                    None => None,
+                }
+            };
+            match wait {
+                Some(d) => std::thread::sleep(d.min(NAP)),
+                None => break,
+            }
+        }
+        loop {
+            match self.hard.check() {
+                Ok(()) => return true,
+                Err(n) => std::thread::sleep(n.wait_time_from(self.clock.now()).min(NAP)),
+            }
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+        }
+    }
+
+    /// WeChat signalled overload (45009, -1, 429, 5xx): halve the pace.
+    pub fn overloaded(&self) {
+        let now = Instant::now();
+        let mut s = self.slow.write().expect("pacer lock");
+        if s.last_cut.is_some_and(|t| now.duration_since(t) < CUT_EVERY) {
+            return;
+        }
+        let floor = 1.0 / self.rate; // never below one request a second
+        s.factor = (s.factor / 2.0).max(floor);
+        s.limiter = Some(limiter(self.rate * s.factor, 1));
+        s.last_cut = Some(now);
+        s.last_change = now;
+        self.slowdowns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Raises the pace a step (×1.25) after a quiet interval, up to full rate.
+    fn recover(&self) {
+        let now = Instant::now();
+        {
+            let s = self.slow.read().expect("pacer lock");
+            if s.limiter.is_none() || now.duration_since(s.last_change) < RECOVER_EVERY {
+                return;
+            }
+        }
+        let mut s = self.slow.write().expect("pacer lock");
+        if s.limiter.is_none() || now.duration_since(s.last_change) < RECOVER_EVERY {
+            return;
+        }
+        s.factor = (s.factor * 1.25).min(1.0);
+        s.limiter = (s.factor < 1.0).then(|| limiter(self.rate * s.factor, 1));
+        s.last_change = now;
+    }
+
+    /// The pace now, in requests per second.
+    pub fn current_rate(&self) -> f64 {
+        self.rate * self.slow.read().expect("pacer lock").factor
+    }
+
+    /// How many times the run was slowed down.
+    pub fn slowdowns(&self) -> u64 {
+        self.slowdowns.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a run stopped before every row was tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The circuit breaker tripped; the message names the likely cause.
+    Breaker(String),
+    /// Ctrl-C / SIGTERM.
+    Interrupted,
+}
+
+/// Run-wide control: the stop flag, its reason, the breaker and the canary.
+pub struct Control {
+    stop: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    consecutive: AtomicU32,
+    /// Until the first answer that is not a breaker answer, one request at a
+    /// time: a wrong key then costs a few requests, not `concurrency` of them.
+    warm: AtomicBool,
+    canary: Mutex<()>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            stop: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            consecutive: AtomicU32::new(0),
+            warm: AtomicBool::new(false),
+            canary: Mutex::new(()),
+        }
+    }
+}
+
+impl Control {
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the run; the first reason given is kept.
+    pub fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().expect("control lock");
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().expect("control lock").clone()
+    }
+
+    fn answer_ok(&self) {
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.warm.store(true, Ordering::Relaxed);
+    }
+
+    fn answer_fatal(&self, why: String) {
+        if self.consecutive.fetch_add(1, Ordering::SeqCst) + 1 >= BREAKER_THRESHOLD {
+            self.stop(StopReason::Breaker(why));
+        }
+    }
+}
+
+/// The message that explains a breaker answer.
+fn breaker_message(category: Category, errcode: Option<i64>, sandbox: bool) -> String {
+    let code = errcode.map(|c| c.to_string()).unwrap_or_default();
+    match category {
+        Category::SigError => format!(
+            "WeChat answered {code} (sig wrong) {BREAKER_THRESHOLD} times in a row: MIDAS_APP_KEY is not the {} app key{}",
+            if sandbox { "sandbox" } else { "production" },
+            if sandbox {
+                " (a production key used with --sandbox?)"
+            } else {
+                " (the sandbox key used in production? then add --sandbox, or export the production key)"
+            }
+        ),
+        _ => format!(
+            "WeChat answered {code} (no permission) {BREAKER_THRESHOLD} times in a row: this appid/offer_id may not call \
+             cancelpay; check --appid, --offer-id and the Mini Game's virtual-payment settings"
+        ),
+    }
+}
+
+/// Live counters for progress and the summary.
+#[derive(Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub retrying: AtomicU64,
+}
+
+/// One row handed to a worker.
+struct Job {
+    raw: RawRow,
+    order: Order,
+}
+
+/// One finished row on its way to the results file.
+struct Finished {
+    raw: RawRow,
+    valid: bool,
+    outcome: Outcome,
+}
+
+/// What a live run ended with.
+pub struct LiveReport {
+    pub tally: Tally,
+    pub stop: Option<StopReason>,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub slowdowns: u64,
+    pub token_refreshes: u64,
+}
+
+/// Everything a worker needs, shared.
+struct Worker<'a> {
+    cfg: &'a RunConfig,
+    send: &'a SendSettings,
+    transport: &'a dyn Transport,
+    tokens: &'a Tokens,
+    signer: Signer,
+    pacer: &'a Pacer,
+    control: &'a Control,
+    stats: &'a Stats,
+}
+
+impl Worker<'_> {
+    /// Sends one row until it has an outcome: retries what can be retried,
+    /// signs every attempt at send time.
+    fn process(&self, order: &Order) -> Outcome {
+        let mut last: Option<Outcome> = None;
+        let mut attempts = 0u32;
+        loop {
+            if self.control.stopped() {
+                // Untouched rows are skipped; a row between retries keeps its
+                // last answer (not final, so --resume retries it).
+                return last
+                    .unwrap_or_else(|| Outcome::unsent(Category::Skipped, "not attempted: the run was stopped"));
+            }
+            let canary = (!self.control.warm.load(Ordering::Relaxed))
+                .then(|| self.control.canary.lock().unwrap_or_else(|e| e.into_inner()));
+            if !self.pacer.wait(self.control.stop_flag()) {
+                continue; // stopped while waiting: settle above
+            }
+            let token = match self.tokens.current() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.control.stop(StopReason::Breaker(e.to_string()));
+                    return last.unwrap_or_else(|| Outcome::unsent(Category::TokenError, e.to_string()));
+                }
+            };
+            let ts = unix_now();
+            let params = CancelParams {
+                openid: &order.openid,
+                appid: &self.cfg.request.appid,
+                offer_id: &self.cfg.request.offer_id,
+                ts,
+                zone_id: &order.zone_id,
+                pf: order.pf.as_deref().unwrap_or(&self.cfg.request.pf),
+                bill_no: &order.bill_no,
+                user_ip: order.user_ip.as_deref(),
+                pay_item: order.pay_item.as_deref(),
+            };
+            let with_mp = match (self.cfg.input.mp_sig, &order.session_key) {
+                (MpSigMode::Never, _) | (_, None) => None,
+                (_, Some(k)) => Some((token.expose(), k.expose())),
+            };
+            let sigs = self.signer.sign(&params, with_mp);
+            let reply = self.transport.cancel(self.signer.uri(), token.expose(), &cancel_body(&params, &sigs));
+            drop(canary);
+            attempts += 1;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let (category, action) = reply.classify();
+            let mut errmsg = self.cfg.redactor.redact(&reply.message());
+            if with_mp.is_none() && matches!(category, Category::SessionExpired | Category::MpSigError) {
+                errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
+            }
+            let outcome = Outcome { category, errcode: reply.errcode(), errmsg, attempts, ts: Some(ts) };
+            if action == Action::Breaker {
+                let why = breaker_message(category, reply.errcode(), self.cfg.request.sandbox);
+                self.control.answer_fatal(why);
+                return outcome;
+            }
+            self.control.answer_ok();
+            let retry = match action {
+                Action::Stop | Action::Breaker => false,
+                Action::Retry { slow_down } => {
+                    if slow_down {
+                        self.pacer.overloaded();
+                    }
+                    true
+                }
+                Action::RefreshToken => match self.tokens.rejected(&token) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        let stop_why = match e {
+                            TokenFailure::StaticRejected | TokenFailure::RefreshExhausted => e.to_string(),
+                            TokenFailure::Fetch(_) => format!("access token rejected and {e}"),
+                        };
+                        self.control.stop(StopReason::Breaker(stop_why));
+                        false
+                    }
+                },
+            };
+            if !retry || attempts >= self.send.max_attempts {
+                return outcome;
+            }
+            if matches!(action, Action::Retry { .. }) {
+                self.stats.retrying.fetch_add(1, Ordering::Relaxed);
+                self.nap(self.backoff(attempts));
+                self.stats.retrying.fetch_sub(1, Ordering::Relaxed);
+            }
+            last = Some(outcome);
+        }
+    }
+
+    /// Exponential back-off with jitter: half to all of base × 2^(n-1), capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let cap = Duration::from_secs(30);
+        let full = self.send.backoff.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(cap);
+        full.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// Sleeps, waking early when the run stops.
+    fn nap(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.control.stopped() {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::sleep((until - now).min(NAP));
+        }
+    }
+}
+
+/// Appends finished rows and syncs them in groups (one fsync covers every
+/// row that finished meanwhile), counting a row only once it is on disk.
+fn write_results(
+    writer: &mut ResultsWriter<std::fs::File>,
+    finished: crossbeam_channel::Receiver<Finished>,
+    tally: &Mutex<Tally>,
+    on_commit: &dyn Fn(&Tally),
+) -> anyhow::Result<()> {
+    const GROUP: usize = 512;
+    let mut pending = Vec::with_capacity(GROUP);
+    while let Ok(first) = finished.recv() {
+        pending.push(first.outcome.category);
+        writer.write_live(&first.raw, first.valid, &first.outcome).context("cannot write the results file")?;
+        while pending.len() < GROUP {
+            let Ok(f) = finished.try_recv() else { break };
+            pending.push(f.outcome.category);
+            writer.write_live(&f.raw, f.valid, &f.outcome).context("cannot write the results file")?;
+        }
+        writer.flush().context("cannot write the results file")?;
+        writer.get_ref().sync_data().context("cannot sync the results file")?;
+        let mut t = tally.lock().expect("tally lock");
+        for c in pending.drain(..) {
+            t.add(c);
+        }
+        on_commit(&t);
+    }
+    Ok(())
+}
+
+/// Runs a live run into the (new) results file `out`.
+pub fn run(
+    cfg: &RunConfig,
+    send: &SendSettings,
+    transport: Arc<dyn Transport>,
+    tokens: &Tokens,
+    control: &Control,
+    out: std::fs::File,
+    reporter: &Reporter,
+) -> anyhow::Result<LiveReport> {
+    let started = Instant::now();
+    let input = Input::open(&cfg.input.path, cfg.input.encoding, false)?;
+    let total = input.rows(&cfg.input.columns, None)?.count() as u64;
+    let mut rows = input.rows(&cfg.input.columns, None)?;
+    let header = rows.header().clone();
+    let mut writer = ResultsWriter::new(out, &header, Layout::Live, true).context("cannot write the results file")?;
+    writer.flush()?;
+    let pacer = Pacer::new(send.rate, send.burst);
+    let stats = Stats::default();
+    let tally = Mutex::new(Tally::default());
+    let mut classifier = Classifier::new(cfg.input.mp_sig);
+    reporter.start_progress(total, false);
+
+    let (to_workers, jobs) = crossbeam_channel::bounded::<Job>(send.concurrency);
+    let (to_writer, finished) = crossbeam_channel::bounded::<Finished>(4 * send.concurrency + 64);
+    let worker = Worker {
+        cfg,
+        send,
+        transport: transport.as_ref(),
+        tokens,
+        signer: Signer::new(cfg.app_key.expose(), cfg.request.sandbox),
+        pacer: &pacer,
+        control,
+        stats: &stats,
+    };
+
+    let (tally_ref, stats_ref, pacer_ref) = (&tally, &stats, &pacer);
+    let written = std::thread::scope(|scope| -> anyhow::Result<()> {
+        let on_commit = move |t: &Tally| {
+            let (stats, pacer) = (stats_ref, pacer_ref);
+            let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned);
+            let status = format!(
+                "cancelled {} · already returned {} · needs attention {} · retrying {} · pace {:.0}/s",
+                t.get(Category::Cancelled),
+                t.get(Category::AlreadyReturned),
+                attention,
+                stats.retrying.load(Ordering::Relaxed),
+                pacer.current_rate()
+            );
+            reporter.progress(t.total(), total, &status);
+        };
+        let writer = &mut writer;
+        let writer_thread = scope.spawn(move || write_results(writer, finished, tally_ref, &on_commit));
+        for _ in 0..send.concurrency {
+            let (jobs, to_writer, worker) = (jobs.clone(), to_writer.clone(), &worker);
+            scope.spawn(move || {
+                for job in jobs {
+                    let outcome = worker.process(&job.order);
+                    if to_writer.send(Finished { raw: job.raw, valid: true, outcome }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(jobs);
+        let feed = (|| -> anyhow::Result<()> {
+            for raw in rows.by_ref() {
+                let raw = raw?;
+                let v = validate(&header, &raw, &cfg.input.session_keys);
+                let decision = match (classifier.decide(raw.row, raw.line, v.facts()), &v) {
+                    (Some((category, message)), v) => {
+                        Err((matches!(v, Validated::Valid(_)), Outcome::unsent(category, message)))
+                    }
+                    (None, Validated::Valid(o)) => Ok(o.to_owned()),
+                    (None, Validated::Invalid { .. }) => unreachable!("an invalid row is never sent"),
+                };
+                drop(v);
+                let finished = match decision {
+                    Ok(order) if !control.stopped() => {
+                        if to_workers.send(Job { raw, order }).is_err() {
+                            anyhow::bail!("the workers stopped unexpectedly");
+                        }
+                        continue;
+                    }
+                    Ok(_) => Finished {
+                        raw,
+                        valid: true,
+                        outcome: Outcome::unsent(Category::Skipped, "not attempted: the run was stopped"),
+                    },
+                    Err((valid, outcome)) => Finished { raw, valid, outcome },
+                };
+                if to_writer.send(finished).is_err() {
+                    anyhow::bail!("the results writer stopped unexpectedly");
+                }
+            }
+            Ok(())
+        })();
+        drop(to_workers);
+        drop(to_writer);
+        let write = writer_thread.join().expect("writer thread panicked");
+        feed.and(write)
+    });
+    reporter.finish_progress();
+    written?;
+    let tally = tally.into_inner().expect("tally lock");
+    Ok(LiveReport {
+        tally,
+        stop: control.reason(),
+        elapsed: started.elapsed(),
+        requests: stats.requests.load(Ordering::Relaxed),
+        slowdowns: pacer.slowdowns(),
+        token_refreshes: tokens.refreshes(),
+    })
+}

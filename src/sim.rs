@@ -1,0 +1,517 @@
+//! The Midas simulator: a real HTTP server on loopback that implements
+//! cancelpay (production and sandbox paths) and stable_token the way SPEC §1
+//! describes, with order state and fault knobs. It is the project's test peer
+//! (`midas-cancel simulate`, the integration tests) and the operator's
+//! rehearsal stage (`run --simulate`).
+
+use crate::api::{Answer, StableTokenAnswer, StableTokenRequest};
+use crate::input::{check_bill_no, SessionKeys};
+use crate::sign::{self, CancelParams, Signer};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The state of one order on the simulated Midas side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderState {
+    /// Coins deducted: a cancel succeeds (0) and returns them.
+    Deducted,
+    /// Already returned: 90015.
+    Cancelled,
+    /// Paid and confirmed: 90014.
+    Confirmed,
+    /// 90016 for this many more attempts, then deducted.
+    Processing(u32),
+    /// No such order: 90000.
+    Unknown,
+    /// Always answers this errcode (to rehearse any category).
+    Errcode(i64),
+}
+
+impl FromStr for OrderState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        Ok(match s {
+            "deducted" => OrderState::Deducted,
+            "cancelled" | "returned" => OrderState::Cancelled,
+            "confirmed" => OrderState::Confirmed,
+            "processing" => OrderState::Processing(2),
+            "unknown" => OrderState::Unknown,
+            _ => {
+                if let Some(n) = s.strip_prefix("processing:") {
+                    OrderState::Processing(n.parse().map_err(|_| format!("bad count in `{s}`"))?)
+                } else if let Some(c) = s.strip_prefix("errcode:") {
+                    OrderState::Errcode(c.parse().map_err(|_| format!("bad errcode in `{s}`"))?)
+                } else {
+                    return Err(format!(
+                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// Loads `bill_no,state` rows.
+pub fn load_orders(path: &Path) -> anyhow::Result<HashMap<String, OrderState>> {
+    use anyhow::Context as _;
+    let mut rdr =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).with_context(|| path.display().to_string())?;
+    let mut orders = HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.with_context(|| path.display().to_string())?;
+        let state = rec.get(1).unwrap_or("deducted").parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        orders.insert(rec.get(0).unwrap_or("").to_string(), state);
+    }
+    Ok(orders)
+}
+
+/// Injected faults.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// Share of cancels answered -1 (system busy), not processed.
+    pub busy_rate: f64,
+    /// Share of cancels answered HTTP 502, not processed.
+    pub error_rate: f64,
+    /// Share of cancels processed but never answered (the client times out).
+    pub drop_rate: f64,
+    /// WeChat's frequency limit: more cancels than this in any second get 45009.
+    pub frequency_limit: Option<u32>,
+}
+
+/// How the simulator treats mp_sig.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionPolicy {
+    /// mp_sig optional; checked when the user's session key is known.
+    Lenient,
+    /// mp_sig required (90010 without it); unknown users' sessions are expired.
+    Strict,
+}
+
+#[derive(Clone)]
+pub struct SimConfig {
+    pub port: u16,
+    pub app_key: String,
+    pub sandbox_app_key: String,
+    /// The AppSecret stable_token accepts.
+    pub app_secret: String,
+    /// Tokens accepted as given (like a WECHAT_ACCESS_TOKEN).
+    pub fixed_tokens: Vec<String>,
+    pub token_lifetime: Duration,
+    pub orders: HashMap<String, OrderState>,
+    /// State of orders not listed.
+    pub default_state: OrderState,
+    pub session_keys: Arc<SessionKeys>,
+    pub sessions: SessionPolicy,
+    pub faults: Faults,
+    /// Keep a request log in memory (tests read it).
+    pub keep_log: bool,
+    pub seed: u64,
+    pub threads: usize,
+}
+
+impl SimConfig {
+    /// A simulator that accepts the given app key in both environments.
+    pub fn new(app_key: &str) -> SimConfig {
+        SimConfig {
+            port: 0,
+            app_key: app_key.to_string(),
+            sandbox_app_key: app_key.to_string(),
+            app_secret: String::new(),
+            fixed_tokens: Vec::new(),
+            token_lifetime: Duration::from_secs(7200),
+            orders: HashMap::new(),
+            default_state: OrderState::Deducted,
+            session_keys: Arc::default(),
+            sessions: SessionPolicy::Lenient,
+            faults: Faults::default(),
+            keep_log: false,
+            seed: 1,
+            threads: 32,
+        }
+    }
+}
+
+/// One cancelpay request as the simulator saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogEntry {
+    /// Arrival, seconds since the simulator started.
+    pub at: f64,
+    pub sandbox: bool,
+    pub bill_no: String,
+    /// Arrival time minus the request's ts, in seconds.
+    pub ts_lag: Option<f64>,
+    pub mp_sig: bool,
+    /// HTTP status sent (0 when the reply was dropped).
+    pub status: u16,
+    pub errcode: Option<i64>,
+}
+
+/// What the simulator has seen.
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    pub log: Vec<LogEntry>,
+    /// Successful cancels (errcode 0) per bill_no.
+    pub cancels: HashMap<String, u32>,
+    pub stable_token_calls: u64,
+    pub force_refreshes: u64,
+    /// Calls of the forbidden `GET /cgi-bin/token`.
+    pub get_token_calls: u64,
+}
+
+struct Issued {
+    expires: Instant,
+    revoked: bool,
+}
+
+struct State {
+    cfg: SimConfig,
+    orders: HashMap<String, OrderState>,
+    tokens: HashMap<String, Issued>,
+    current: Option<(String, Instant)>,
+    window: VecDeque<Instant>,
+    stats: SimStats,
+    rng: fastrand::Rng,
+    generation: u64,
+    log_file: Option<std::fs::File>,
+}
+
+/// A running simulator; stops when dropped.
+pub struct Simulator {
+    url: String,
+    server: Arc<tiny_http::Server>,
+    state: Arc<Mutex<State>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a handled request turns into.
+enum Response {
+    Json(u16, String),
+    /// Processed, but the answer is never sent.
+    Drop,
+}
+
+fn json<T: Serialize>(v: &T) -> Response {
+    Response::Json(200, serde_json::to_string(v).expect("serialisable"))
+}
+
+fn answer(errcode: i64, errmsg: &str) -> Response {
+    json(&Answer { errcode, errmsg: errmsg.to_string() })
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Simulator {
+    /// Binds 127.0.0.1:`cfg.port` (0 = any free port) and starts serving.
+    pub fn start(cfg: SimConfig, log_path: Option<&Path>) -> anyhow::Result<Simulator> {
+        let server = tiny_http::Server::http(("127.0.0.1", cfg.port)).map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
+        let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(cfg.port);
+        let log_file = match log_path {
+            Some(p) => Some(std::fs::File::create(p)?),
+            None => None,
+        };
+        let state = Arc::new(Mutex::new(State {
+            orders: cfg.orders.clone(),
+            rng: fastrand::Rng::with_seed(cfg.seed),
+            tokens: cfg
+                .fixed_tokens
+                .iter()
+                .map(|t| (t.clone(), Issued { expires: far_future(), revoked: false }))
+                .collect(),
+            current: None,
+            window: VecDeque::new(),
+            stats: SimStats::default(),
+            generation: 0,
+            log_file,
+            cfg,
+        }));
+        let server = Arc::new(server);
+        let started = Instant::now();
+        let n = state.lock().expect("sim lock").cfg.threads.max(1);
+        let threads = (0..n)
+            .map(|_| {
+                let (server, state) = (server.clone(), state.clone());
+                std::thread::spawn(move || serve(&server, &state, started))
+            })
+            .collect();
+        Ok(Simulator { url: format!("http://127.0.0.1:{port}"), server, state, threads })
+    }
+
+    /// The base URL to give `run --base-url`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A copy of what the simulator has seen so far.
+    pub fn stats(&self) -> SimStats {
+        self.state.lock().expect("sim lock").stats.clone()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 86400)
+}
+
+fn serve(server: &tiny_http::Server, state: &Mutex<State>, started: Instant) {
+    while let Ok(mut req) = server.recv() {
+        let mut body = Vec::new();
+        let _ = req.as_reader().take(1 << 20).read_to_end(&mut body);
+        let url = req.url().to_string();
+        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("").to_string();
+        let arrived = Instant::now();
+        let (response, latency) = {
+            let mut st = state.lock().expect("sim lock");
+            let latency = st.cfg.faults.latency;
+            let r = match (req.method(), path) {
+                (tiny_http::Method::Post, sign::PROD_URI) => st.cancel(false, &token, &body, arrived, started),
+                (tiny_http::Method::Post, sign::SANDBOX_URI) => st.cancel(true, &token, &body, arrived, started),
+                (tiny_http::Method::Post, "/cgi-bin/stable_token") => st.stable_token(&body),
+                (_, "/cgi-bin/token") => {
+                    st.stats.get_token_calls += 1;
+                    answer(-1, "GET /cgi-bin/token would revoke the game's token: the simulator refuses it")
+                }
+                _ => Response::Json(404, "not found".into()),
+            };
+            (r, latency)
+        };
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
+        match response {
+            Response::Json(status, text) => {
+                let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
+                let _ =
+                    req.respond(tiny_http::Response::from_string(text).with_status_code(status).with_header(header));
+            }
+            Response::Drop => {
+                // Hold the connection without answering until the client gives up.
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(60));
+                    drop(req);
+                });
+            }
+        }
+    }
+}
+
+/// The fields of a cancelpay body, typed as WeChat expects them.
+struct Body {
+    openid: String,
+    appid: String,
+    offer_id: String,
+    ts: u64,
+    zone_id: String,
+    pf: String,
+    bill_no: String,
+    user_ip: Option<String>,
+    pay_item: Option<String>,
+    sig: String,
+    mp_sig: Option<String>,
+}
+
+fn parse_body(bytes: &[u8]) -> Result<Body, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
+    let s = |k: &str| match v.get(k) {
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        None => Ok(None),
+        Some(_) => Err(format!("{k} must be a string")),
+    };
+    let req = |k: &str| s(k)?.filter(|v| !v.is_empty()).ok_or_else(|| format!("{k} missing"));
+    let ts = match v.get("ts") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or("ts must be a whole number")?,
+        Some(_) => return Err("ts must be a number".into()),
+        None => return Err("ts missing".into()),
+    };
+    Ok(Body {
+        openid: req("openid")?,
+        appid: req("appid")?,
+        offer_id: req("offer_id")?,
+        ts,
+        zone_id: req("zone_id")?,
+        pf: req("pf")?,
+        bill_no: req("bill_no")?,
+        user_ip: s("user_ip")?,
+        pay_item: s("pay_item")?,
+        sig: req("sig")?,
+        mp_sig: s("mp_sig")?,
+    })
+}
+
+impl State {
+    fn log(&mut self, entry: LogEntry) {
+        if let Some(f) = self.log_file.as_mut() {
+            let _ = writeln!(f, "{}", serde_json::to_string(&entry).expect("serialisable"));
+        }
+        if self.cfg.keep_log {
+            self.stats.log.push(entry);
+        }
+    }
+
+    fn cancel(&mut self, sandbox: bool, token: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
+        let parsed = parse_body(body);
+        let mut entry = LogEntry {
+            at: arrived.duration_since(started).as_secs_f64(),
+            sandbox,
+            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
+            ts_lag: parsed.as_ref().ok().map(|b| unix_now_f64() - b.ts as f64),
+            mp_sig: parsed.as_ref().is_ok_and(|b| b.mp_sig.is_some()),
+            status: 200,
+            errcode: None,
+        };
+        let response = self.decide(sandbox, token, parsed, arrived);
+        match &response {
+            Response::Json(status, text) => {
+                entry.status = *status;
+                entry.errcode = serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode);
+            }
+            Response::Drop => entry.status = 0,
+        }
+        self.log(entry);
+        response
+    }
+
+    fn decide(&mut self, sandbox: bool, token: &str, body: Result<Body, String>, arrived: Instant) -> Response {
+        let faults = self.cfg.faults.clone();
+        if let Some(limit) = faults.frequency_limit {
+            while self.window.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
+                self.window.pop_front();
+            }
+            self.window.push_back(arrived);
+            if self.window.len() > limit as usize {
+                return answer(45009, "reach max api daily quota limit");
+            }
+        }
+        if self.rng.f64() < faults.error_rate {
+            return Response::Json(502, "<html>502 Bad Gateway</html>".into());
+        }
+        if self.rng.f64() < faults.busy_rate {
+            return answer(-1, "system error");
+        }
+        match self.tokens.get(token) {
+            None => return answer(40001, "invalid credential, access_token is invalid or not latest"),
+            Some(t) if t.revoked => return answer(40001, "invalid credential, access_token is invalid or not latest"),
+            Some(t) if arrived > t.expires => return answer(42001, "access_token expired"),
+            Some(_) => {}
+        }
+        let body = match body {
+            Ok(b) => b,
+            Err(why) => return answer(90018, &format!("invalid param: {why}")),
+        };
+        if check_bill_no(&body.bill_no).is_err() {
+            return answer(90018, "invalid param: bill_no");
+        }
+        let params = CancelParams {
+            openid: &body.openid,
+            appid: &body.appid,
+            offer_id: &body.offer_id,
+            ts: body.ts,
+            zone_id: &body.zone_id,
+            pf: &body.pf,
+            bill_no: &body.bill_no,
+            user_ip: body.user_ip.as_deref(),
+            pay_item: body.pay_item.as_deref(),
+        };
+        let key = if sandbox { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
+        let signer = Signer::new(key, sandbox);
+        if signer.sig(&params) != body.sig.as_str() {
+            return answer(90011, "sig error");
+        }
+        let session_key = self.cfg.session_keys.get(&body.openid);
+        match (&body.mp_sig, session_key, self.cfg.sessions) {
+            (Some(mp), Some(k), _) if signer.mp_sig(&params, &body.sig, token, k) != mp.as_str() => {
+                return answer(90009, "mp_sig error")
+            }
+            (Some(_), None, SessionPolicy::Strict) | (None, _, SessionPolicy::Strict) => {
+                return answer(90010, "user not login or session expired")
+            }
+            _ => {}
+        }
+        let state = self.orders.entry(body.bill_no.clone()).or_insert_with(|| self.cfg.default_state.clone());
+        let reply = match state {
+            OrderState::Deducted => {
+                *state = OrderState::Cancelled;
+                *self.stats.cancels.entry(body.bill_no.clone()).or_default() += 1;
+                answer(0, "ok")
+            }
+            OrderState::Cancelled => answer(90015, "order has been returned"),
+            OrderState::Confirmed => answer(90014, "order has been paid and confirmed"),
+            OrderState::Processing(n) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    *state = OrderState::Deducted;
+                }
+                answer(90016, "order is processing")
+            }
+            OrderState::Unknown => answer(90000, "order not exist"),
+            OrderState::Errcode(c) => answer(*c, "simulated error"),
+        };
+        if self.rng.f64() < faults.drop_rate {
+            return Response::Drop;
+        }
+        reply
+    }
+
+    fn stable_token(&mut self, body: &[u8]) -> Response {
+        self.stats.stable_token_calls += 1;
+        let Ok(req) = serde_json::from_slice::<StableTokenRequest>(body) else {
+            return answer(40002, "invalid grant_type or body");
+        };
+        if req.grant_type != "client_credential" {
+            return answer(40002, "invalid grant_type");
+        }
+        if self.cfg.app_secret.is_empty() || req.secret != self.cfg.app_secret {
+            return answer(40125, "invalid appsecret");
+        }
+        let now = Instant::now();
+        let lifetime = self.cfg.token_lifetime;
+        // Like WeChat: the same token while it is valid, a new one in its last
+        // stretch (5 minutes, or half the lifetime when that is shorter).
+        let renew = Duration::from_secs(300).min(lifetime / 2);
+        if req.force_refresh {
+            self.stats.force_refreshes += 1;
+            if let Some((old, _)) = self.current.take() {
+                if let Some(t) = self.tokens.get_mut(&old) {
+                    t.revoked = true;
+                }
+            }
+        }
+        let token = match &self.current {
+            Some((t, expires)) if *expires > now + renew => t.clone(),
+            _ => {
+                self.generation += 1;
+                let t = format!("SIMTOKEN{}x{:016x}", self.generation, self.rng.u64(..));
+                self.tokens.insert(t.clone(), Issued { expires: now + lifetime, revoked: false });
+                self.current = Some((t.clone(), now + lifetime));
+                t
+            }
+        };
+        let expires = self.current.as_ref().map_or(now, |c| c.1);
+        json(&StableTokenAnswer {
+            access_token: Some(token),
+            expires_in: Some(expires.saturating_duration_since(now).as_secs().max(1)),
+            errcode: 0,
+            errmsg: "ok".into(),
+        })
+    }
+}
