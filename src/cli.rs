@@ -191,6 +191,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "UNIX", requires = "dry_run", help_heading = "Mode")]
     pub ts: Option<u64>,
 
+    /// Continue into an existing OUTPUT: rows whose category is final are kept, the others are sent again.
+    #[arg(long, conflicts_with = "dry_run", help_heading = "Mode")]
+    pub resume: bool,
+
+    /// With --resume: continue even though the input or settings differ from the first run.
+    #[arg(long, requires = "resume", help_heading = "Mode")]
+    pub force_resume: bool,
+
     /// Rehearse against an in-process simulator instead of WeChat (fake keys; nothing leaves the machine).
     #[arg(long, conflicts_with_all = ["dry_run", "base_url"], help_heading = "Mode")]
     pub simulate: bool,

@@ -144,7 +144,20 @@ pub struct RunConfig {
     pub base_url: String,
     pub send: SendSettings,
     pub quiet: bool,
+    pub resume: bool,
+    pub force_resume: bool,
     pub redactor: Redactor,
+}
+
+impl RunConfig {
+    /// `production`, `sandbox` or `rehearsal`: where requests go.
+    pub fn environment(&self) -> &'static str {
+        match (self.mode, self.request.sandbox) {
+            (Mode::Rehearsal, _) => "rehearsal",
+            (_, true) => "sandbox",
+            (_, false) => "production",
+        }
+    }
 }
 
 fn check_constant(name: &str, v: &str, allowed: impl Fn(char) -> bool) -> anyhow::Result<()> {
@@ -256,6 +269,8 @@ impl RunConfig {
             base_url,
             send,
             quiet: args.quiet,
+            resume: args.resume,
+            force_resume: args.force_resume,
             redactor,
         })
     }

@@ -378,7 +378,11 @@ pub struct Header {
 }
 
 impl Header {
-    fn resolve(path: &str, rec: &csv::StringRecord, mapping: &[ColumnMapping]) -> Result<Header, InputError> {
+    pub(crate) fn resolve(
+        path: &str,
+        rec: &csv::StringRecord,
+        mapping: &[ColumnMapping],
+    ) -> Result<Header, InputError> {
         let names: Vec<String> = rec.iter().map(|n| n.trim().trim_start_matches('\u{feff}').to_string()).collect();
         let found = || names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
         let mut index = [None; 7];

@@ -13,6 +13,7 @@ pub mod input;
 pub mod output;
 pub mod report;
 pub mod reporter;
+pub mod resume;
 pub mod secret;
 pub mod send;
 pub mod sign;
@@ -110,9 +111,37 @@ fn rehearsal_simulator(cfg: &RunConfig) -> anyhow::Result<sim::Simulator> {
     sim::Simulator::start(sc, None)
 }
 
+/// The command line to continue an interrupted run.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.join(" ")
+}
+
 fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     // A bad file stops the run before a token is fetched or a file created.
-    input::Input::open(&cfg.input.path, cfg.input.encoding, false)?.rows(&cfg.input.columns, None)?;
+    let input = input::Input::open(&cfg.input.path, cfg.input.encoding, true)?;
+    let mut rows = input.rows(&cfg.input.columns, None)?;
+    let header = rows.header().clone();
+    let mut total = 0u64;
+    for row in rows.by_ref() {
+        row?;
+        total += 1;
+    }
+    let fingerprint = resume::Fingerprint {
+        input_sha256: input.sha256().unwrap_or_default().to_string(),
+        rows: total,
+        appid: cfg.request.appid.clone(),
+        offer_id: cfg.request.offer_id.clone(),
+        environment: cfg.environment().to_string(),
+    };
+    if cfg.resume {
+        for diff in resume::check_fingerprint(&cfg.output, &fingerprint, cfg.force_resume)? {
+            reporter.notice(&format!("warning: resuming although {diff} (--force-resume)"));
+        }
+    }
     let simulator = match cfg.mode {
         Mode::Rehearsal => {
             let s = rehearsal_simulator(cfg)?;
@@ -130,10 +159,49 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
-    let out = create_output(&cfg.output)?;
-    let control = send::Control::default();
-    let report = send::run(cfg, &cfg.send, transport, &tokens, &control, out, reporter)
-        .map_err(|e| anyhow::anyhow!("the run stopped: {e:#}. Rows finished so far are in {}", cfg.output.display()))?;
+    let target = if cfg.resume {
+        let (found, file) = resume::prepare(&cfg.output, &header, total)?;
+        resume::write_fingerprint(&cfg.output, &fingerprint)?;
+        reporter.info(&format!(
+            "resuming {}: {} rows final already, {} to attempt again{}",
+            cfg.output.display(),
+            found.tally.total(),
+            total - found.tally.total(),
+            if found.torn { " (a torn last line was dropped)" } else { "" }
+        ));
+        send::Target {
+            writer: output::ResultsWriter::new(file, &header, output::Layout::Live, false)?,
+            done: found.done,
+            prior: found.tally,
+        }
+    } else {
+        let file = create_output(&cfg.output)?;
+        resume::write_fingerprint(&cfg.output, &fingerprint)?;
+        send::Target {
+            writer: output::ResultsWriter::new(file, &header, output::Layout::Live, true)?,
+            done: Vec::new(),
+            prior: Default::default(),
+        }
+    };
+    let control = Arc::new(send::Control::default());
+    let handler_control = control.clone();
+    let presses = std::sync::atomic::AtomicU32::new(0);
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            eprintln!("\nStopping: finishing the requests in flight and recording them (Ctrl-C again quits at once)");
+            handler_control.stop(send::StopReason::Interrupted);
+        } else {
+            handler_control.hard_stop();
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let report = send::run(cfg, transport, &tokens, &control, &input, total, target, reporter).map_err(|e| {
+        anyhow::anyhow!(
+            "the run stopped: {e:#}. Rows finished so far are in {}; continue with: {}",
+            cfg.output.display(),
+            resume_command()
+        )
+    })?;
     reporter.notice(&report.tally.table());
     let secs = report.elapsed.as_secs_f64();
     reporter.notice(&format!(
@@ -147,11 +215,18 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     Ok(match report.stop {
         Some(send::StopReason::Breaker(why)) => {
             reporter.notice(&format!(
-                "Stopped early: {why}\nRows not attempted are `skipped`; after fixing the cause, continue with the same command plus --resume."
+                "Stopped early: {why}\nRows not attempted are `skipped`. After fixing the cause, continue with:\n  {}",
+                resume_command()
             ));
             Exit::Stopped
         }
-        Some(send::StopReason::Interrupted) => Exit::Interrupted,
+        Some(send::StopReason::Interrupted) => {
+            reporter.notice(&format!(
+                "Interrupted: requests in flight were finished and recorded; rows not attempted are `skipped`. Continue with:\n  {}",
+                resume_command()
+            ));
+            Exit::Interrupted
+        }
         None if report.tally.all_in(Category::is_success) => Exit::Done,
         None => Exit::Attention,
     })

@@ -12,7 +12,7 @@ use crate::category::Category;
 use crate::config::RunConfig;
 use crate::dryrun::unix_now;
 use crate::input::{validate, Classifier, Input, MpSigMode, Order, RawRow, Validated};
-use crate::output::{Layout, Outcome, ResultsWriter};
+use crate::output::{Outcome, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
 use crate::sign::{CancelParams, Signer};
@@ -174,6 +174,8 @@ pub enum StopReason {
 /// Run-wide control: the stop flag, its reason, the breaker and the canary.
 pub struct Control {
     stop: AtomicBool,
+    /// Second Ctrl-C: record what is answered and quit at once.
+    hard: AtomicBool,
     reason: Mutex<Option<StopReason>>,
     consecutive: AtomicU32,
     /// Until the first answer that is not a breaker answer, one request at a
@@ -186,6 +188,7 @@ impl Default for Control {
     fn default() -> Self {
         Control {
             stop: AtomicBool::new(false),
+            hard: AtomicBool::new(false),
             reason: Mutex::new(None),
             consecutive: AtomicU32::new(0),
             warm: AtomicBool::new(false),
@@ -210,6 +213,14 @@ impl Control {
             *r = Some(reason);
         }
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A second interrupt: the writer records what has been answered, syncs
+    /// and exits the process at once (in-flight requests are abandoned; their
+    /// rows are absent from the file and `--resume` re-sends them).
+    pub fn hard_stop(&self) {
+        self.stop(StopReason::Interrupted);
+        self.hard.store(true, Ordering::SeqCst);
     }
 
     pub fn reason(&self) -> Option<StopReason> {
@@ -406,11 +417,24 @@ fn write_results(
     writer: &mut ResultsWriter<std::fs::File>,
     finished: crossbeam_channel::Receiver<Finished>,
     tally: &Mutex<Tally>,
+    control: &Control,
     on_commit: &dyn Fn(&Tally),
 ) -> anyhow::Result<()> {
     const GROUP: usize = 512;
     let mut pending = Vec::with_capacity(GROUP);
-    while let Ok(first) = finished.recv() {
+    loop {
+        let first = match finished.recv_timeout(NAP) {
+            Ok(f) => f,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if control.hard.load(Ordering::SeqCst) {
+                    writer.flush()?;
+                    writer.get_ref().sync_data()?;
+                    std::process::exit(crate::Exit::Interrupted as i32);
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         pending.push(first.outcome.category);
         writer.write_live(&first.raw, first.valid, &first.outcome).context("cannot write the results file")?;
         while pending.len() < GROUP {
@@ -429,26 +453,39 @@ fn write_results(
     Ok(())
 }
 
-/// Runs a live run into the (new) results file `out`.
+/// Where a live run writes: the results file (new, or resumed with the rows
+/// already final in it) and what it already holds.
+pub struct Target {
+    pub writer: ResultsWriter<std::fs::File>,
+    /// `done[row - 1]`: the row has a final line already (empty: none).
+    pub done: Vec<bool>,
+    /// Categories of the lines already in the file.
+    pub prior: Tally,
+}
+
+/// Runs a live run over `input` (`total` rows) into `target`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: &RunConfig,
-    send: &SendSettings,
     transport: Arc<dyn Transport>,
     tokens: &Tokens,
     control: &Control,
-    out: std::fs::File,
+    input: &Input,
+    total: u64,
+    mut target: Target,
     reporter: &Reporter,
 ) -> anyhow::Result<LiveReport> {
+    let send = &cfg.send;
     let started = Instant::now();
-    let input = Input::open(&cfg.input.path, cfg.input.encoding, false)?;
-    let total = input.rows(&cfg.input.columns, None)?.count() as u64;
     let mut rows = input.rows(&cfg.input.columns, None)?;
     let header = rows.header().clone();
-    let mut writer = ResultsWriter::new(out, &header, Layout::Live, true).context("cannot write the results file")?;
-    writer.flush()?;
+    // The header is on disk before the first request leaves.
+    target.writer.flush()?;
+    target.writer.get_ref().sync_data()?;
     let pacer = Pacer::new(send.rate, send.burst);
     let stats = Stats::default();
-    let tally = Mutex::new(Tally::default());
+    let tally = Mutex::new(target.prior.clone());
+    let done = std::mem::take(&mut target.done);
     let mut classifier = Classifier::new(cfg.input.mp_sig);
     reporter.start_progress(total, false);
 
@@ -480,8 +517,8 @@ pub fn run(
             );
             reporter.progress(t.total(), total, &status);
         };
-        let writer = &mut writer;
-        let writer_thread = scope.spawn(move || write_results(writer, finished, tally_ref, &on_commit));
+        let writer = &mut target.writer;
+        let writer_thread = scope.spawn(move || write_results(writer, finished, tally_ref, control, &on_commit));
         for _ in 0..send.concurrency {
             let (jobs, to_writer, worker) = (jobs.clone(), to_writer.clone(), &worker);
             scope.spawn(move || {
@@ -498,6 +535,9 @@ pub fn run(
             for raw in rows.by_ref() {
                 let raw = raw?;
                 let v = validate(&header, &raw, &cfg.input.session_keys);
+                // Still classified, so duplicates are judged exactly as the
+                // first time; but a row already final is not written again.
+                let already = done.get(raw.row as usize - 1).copied().unwrap_or(false);
                 let decision = match (classifier.decide(raw.row, raw.line, v.facts()), &v) {
                     (Some((category, message)), v) => {
                         Err((matches!(v, Validated::Valid(_)), Outcome::unsent(category, message)))
@@ -506,6 +546,9 @@ pub fn run(
                     (None, Validated::Invalid { .. }) => unreachable!("an invalid row is never sent"),
                 };
                 drop(v);
+                if already {
+                    continue;
+                }
                 let finished = match decision {
                     Ok(order) if !control.stopped() => {
                         if to_workers.send(Job { raw, order }).is_err() {

@@ -65,25 +65,37 @@ impl Workdir {
     /// short timeout; tokens come from the simulator's stable_token.
     pub fn live(&self, input: &str, output: &str, sim: &Simulator) -> Command {
         let mut c = self.cmd();
-        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args([
-            "run",
-            input,
-            "-o",
-            output,
-            "--appid",
-            "wxtest",
-            "--offer-id",
-            "123",
-            "--base-url",
-            sim.url(),
-            "--backoff-ms",
-            "20",
-            "--timeout",
-            "1",
-            "--rate",
-            "200",
-        ]);
+        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args(live_args(input, output, sim));
         c
+    }
+
+    /// The same live run as a process that can be killed part-way.
+    pub fn spawn_live(&self, input: &str, output: &str, sim: &Simulator, extra: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("midas-cancel"))
+            .current_dir(self.dir.path())
+            .env_remove("WECHAT_ACCESS_TOKEN")
+            .env("MIDAS_APP_KEY", APP_KEY)
+            .env("WECHAT_APP_SECRET", APP_SECRET)
+            .args(live_args(input, output, sim))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn midas-cancel")
+    }
+
+    /// Waits until `output` holds at least `lines` result lines.
+    pub fn wait_for_lines(&self, output: &str, lines: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let n = std::fs::read_to_string(self.path(output)).map(|t| t.lines().count()).unwrap_or(0);
+            if n > lines {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{output} never reached {lines} lines");
     }
 
     /// An orders file with `n` rows B0001.. for users u1..u5.
@@ -94,6 +106,12 @@ impl Workdir {
         }
         self.write(name, text)
     }
+}
+
+fn live_args(input: &str, output: &str, sim: &Simulator) -> Vec<String> {
+    let args = ["run", input, "-o", output, "--appid", "wxtest", "--offer-id", "123", "--base-url", sim.url()];
+    let fast = ["--backoff-ms", "20", "--timeout", "1", "--rate", "200"];
+    args.iter().chain(&fast).map(|s| s.to_string()).collect()
 }
 
 /// A simulator that knows the test keys.

@@ -6,4 +6,5 @@ mod harness;
 mod dry_run;
 mod input_files;
 mod live;
+mod resume;
 mod vectors;

@@ -1,0 +1,269 @@
+//! `--resume`: the run's fingerprint beside the results file, and reading an
+//! existing results file back to decide which rows are done.
+//!
+//! "Done" comes from the results file itself, keyed by the `row` column, never
+//! from a position: rows finish out of order. A torn last line (kill -9, power
+//! cut) is dropped and its row sent again, which is safe because a repeated
+//! cancel answers 90015.
+
+use crate::category::Category;
+use crate::input::Header;
+use crate::output::{header_row, Layout, LIVE_COLUMNS};
+use crate::report::Tally;
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// What a results file belongs to; written before the first request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub input_sha256: String,
+    pub rows: u64,
+    pub appid: String,
+    pub offer_id: String,
+    /// `production`, `sandbox` or `rehearsal`.
+    pub environment: String,
+}
+
+/// `OUTPUT.run.json`, beside the results file.
+pub fn fingerprint_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".run.json");
+    PathBuf::from(name)
+}
+
+/// Syncs a directory so a rename in it survives a power cut.
+fn sync_dir(path: &Path) {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Moves a written and synced temp file over `path` (atomic on POSIX).
+fn commit(tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::rename(tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    sync_dir(path);
+    Ok(())
+}
+
+pub fn write_fingerprint(output: &Path, fp: &Fingerprint) -> anyhow::Result<()> {
+    let path = fingerprint_path(output);
+    let tmp = tmp_path(&path);
+    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(fp)?.as_bytes())?;
+    f.sync_all()?;
+    commit(&tmp, &path)
+}
+
+/// Refuses to resume a results file that belongs to another input or
+/// configuration, unless `force`; returns what differs.
+pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyhow::Result<Vec<String>> {
+    let path = fingerprint_path(output);
+    let before: Fingerprint = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if force {
+                return Ok(vec![format!("{} is missing", path.display())]);
+            }
+            bail!(
+                "{} is missing, so nothing proves {} belongs to this input and configuration; \
+                 add --force-resume if you are sure",
+                path.display(),
+                output.display()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut diffs = Vec::new();
+    if before.input_sha256 != now.input_sha256 {
+        diffs.push(format!("the input file changed ({} rows then, {} now)", before.rows, now.rows));
+    }
+    for (what, a, b) in [
+        ("appid", &before.appid, &now.appid),
+        ("offer_id", &before.offer_id, &now.offer_id),
+        ("environment", &before.environment, &now.environment),
+    ] {
+        if a != b {
+            diffs.push(format!("{what} was `{a}`, now `{b}`"));
+        }
+    }
+    if !diffs.is_empty() && !force {
+        bail!(
+            "refusing to resume {}: {}. Resume with the original input and settings, or choose a new -o \
+             (--force-resume overrides this check)",
+            output.display(),
+            diffs.join("; ")
+        );
+    }
+    Ok(diffs)
+}
+
+/// What the existing results file says.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// `done[row - 1]`: the row has a final line in the file.
+    pub done: Vec<bool>,
+    /// Categories of the kept (final) lines.
+    pub tally: Tally,
+    /// Non-final lines dropped (their rows are attempted again).
+    pub retried: u64,
+    /// A torn last line was dropped.
+    pub torn: bool,
+}
+
+/// Reads `output`, keeps its final lines, rewrites it atomically with only
+/// those (streaming: nothing but a bit per row is held), and returns what it
+/// found with the file reopened for appending.
+pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<(Resumed, File)> {
+    let name = output.display().to_string();
+    let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
+    let len = file.metadata()?.len();
+    let ends_with_newline = len > 0 && {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        file.seek(SeekFrom::Start(0))?;
+        last[0] == b'\n'
+    };
+    let expected = header_row(header, Layout::Live);
+    // Cut before the header line was complete: nothing was sent yet (the
+    // header is synced before the first request), so nothing is recorded.
+    let header_complete = {
+        let mut head = Vec::new();
+        (&mut file).take(1 << 20).read_to_end(&mut head)?;
+        file.seek(SeekFrom::Start(0))?;
+        head.contains(&b'\n')
+    };
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
+    let mut rec = csv::ByteRecord::new();
+    if !header_complete {
+        rec = csv::ByteRecord::from(expected.clone());
+    } else if !rdr.read_byte_record(&mut rec).with_context(|| format!("cannot read {name}"))?
+        || rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>() != expected
+    {
+        bail!(
+            "cannot resume {name}: its header is not that of a live run over this input \
+             (a dry-run file, or another input?); choose a new -o"
+        );
+    }
+    let (row_col, cat_col) = (expected.len() - LIVE_COLUMNS.len(), expected.len() - LIVE_COLUMNS.len() + 1);
+    let tmp = tmp_path(output);
+    let mut kept =
+        csv::Writer::from_writer(File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
+    kept.write_record(&expected)?;
+    let mut res = Resumed { done: vec![false; total_rows as usize], ..Resumed::default() };
+    // Each record is judged once the next read tells whether it was the last.
+    let mut pending: Option<Pending> = None;
+    loop {
+        let next = if header_complete { rdr.read_byte_record(&mut rec) } else { Ok(false) };
+        let more = matches!(next, Ok(true));
+        if let Some((line, parsed, record)) = pending.take() {
+            // A last line without its line end was cut mid-write: dropped,
+            // and its row sent again.
+            let torn = !more && (!ends_with_newline || parsed.is_err());
+            match parsed {
+                _ if torn => res.torn = true,
+                Ok((row, category)) if category.is_final() => {
+                    let slot = &mut res.done[row as usize - 1];
+                    if !*slot {
+                        *slot = true;
+                        res.tally.add(category);
+                        kept.write_byte_record(&record)?;
+                    }
+                }
+                Ok(_) => res.retried += 1,
+                Err(why) => bail!("{name} line {line} is damaged ({why}); move the file away, or repair that line"),
+            }
+        }
+        match next {
+            Ok(true) => {
+                let line = rec.position().map_or(0, |p| p.line());
+                pending = Some((line, parse_line(&rec, expected.len(), row_col, cat_col, total_rows), rec.clone()));
+            }
+            Ok(false) => break,
+            // Unreadable bytes can only be a torn tail.
+            Err(_) => {
+                res.torn = true;
+                break;
+            }
+        }
+    }
+    let mut f = kept.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    f.flush()?;
+    f.sync_all()?;
+    commit(&tmp, output)?;
+    let file = std::fs::OpenOptions::new().append(true).open(output).with_context(|| format!("cannot open {name}"))?;
+    Ok((res, file))
+}
+
+/// A record read but not yet judged: its line, its parse, its bytes.
+type Pending = (u64, Result<(u64, Category), String>, csv::ByteRecord);
+
+fn parse_line(
+    rec: &csv::ByteRecord,
+    width: usize,
+    row_col: usize,
+    cat_col: usize,
+    total: u64,
+) -> Result<(u64, Category), String> {
+    if rec.len() != width {
+        return Err(format!("{} fields instead of {width}", rec.len()));
+    }
+    let field = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| "not UTF-8".to_string());
+    let row: u64 = field(row_col)?.parse().map_err(|_| "bad row number".to_string())?;
+    if row == 0 || row > total {
+        return Err(format!("row {row} is not in the input (1..={total})"));
+    }
+    let category: Category = field(cat_col)?.parse().map_err(|e: crate::category::UnknownCategory| e.to_string())?;
+    Ok((row, category))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::Header;
+
+    /// Every kill point: a results file cut at any byte keeps exactly the
+    /// final lines that were completely written, and never fails.
+    #[test]
+    fn every_cut_of_a_results_file_resumes() {
+        let header =
+            Header::resolve("t", &csv::StringRecord::from(vec!["bill_no", "openid", "zone_id", "note"]), &[]).unwrap();
+        let lines = [
+            "B1,o1,1,plain,1,cancelled,0,ok,1,1700000000\n",
+            "B2,o2,1,\"two\nlines, comma\",2,network_error,,no usable answer,5,1700000001\n",
+            "B3,o3,1,,3,already_returned,90015,returned,1,1700000002\n",
+            "B4,o4,1,\"quote \"\"x\"\"\",4,cancelled,0,ok,1,1700000003\n",
+        ];
+        let head = "bill_no,openid,zone_id,note,row,category,errcode,errmsg,attempts,ts\n";
+        let full = format!("{head}{}", lines.concat());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        for cut in 0..=full.len() {
+            std::fs::write(&path, &full.as_bytes()[..cut]).unwrap();
+            let (res, _) = prepare(&path, &header, 4).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            // Expected: the final rows whose whole line (with its end) fits.
+            let mut end = head.len();
+            let mut want = vec![false; 4];
+            for (i, l) in lines.iter().enumerate() {
+                end += l.len();
+                if end <= cut && !l.contains("network_error") {
+                    want[i] = true;
+                }
+            }
+            assert_eq!(res.done, want, "cut at {cut}");
+            let kept = std::fs::read_to_string(&path).unwrap();
+            assert!(kept.starts_with(head), "cut at {cut}");
+            assert_eq!(kept.matches("1700000").count(), want.iter().filter(|&&d| d).count(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Never lose a row: SIGKILL and SIGINT part-way through a real process, then
+//! `--resume`; torn lines; refusals that protect the audit record.
+
+use crate::harness::{sim_config, start, stderr_of, Results, Workdir};
+use midas_cancel::sim::OrderState;
+use std::collections::HashMap;
+
+/// One line per input row, each row once.
+fn assert_one_line_per_row(r: &Results, rows: usize) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for row in &r.rows {
+        *seen.entry(row["row"].parse().unwrap()).or_default() += 1;
+    }
+    assert_eq!(r.rows.len(), rows, "one line per input row");
+    assert!((1..=rows as u64).all(|n| seen.get(&n) == Some(&1)), "every row exactly once");
+}
+
+#[test]
+fn sigkill_part_way_then_resume_completes_exactly_once() {
+    let w = Workdir::new();
+    w.orders("in.csv", 300);
+    let sim = start(sim_config());
+    let mut child = w.spawn_live("in.csv", "out.csv", &sim, &["--rate", "100"]);
+    w.wait_for_lines("out.csv", 60);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = Results::read(&w.path("out.csv")).rows.len();
+    assert!(before < 300, "killed part-way ({before} rows written)");
+
+    w.live("in.csv", "out.csv", &sim).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 300);
+    assert!(r.rows.iter().all(|row| row["category"] == "cancelled" || row["category"] == "already_returned"));
+    let stats = sim.stats();
+    assert_eq!(stats.cancels.len(), 300, "every order cancelled");
+    assert!(stats.cancels.values().all(|&n| n == 1), "and cancelled once");
+    // Rows recorded before the kill were not sent again.
+    let sent: usize = stats.log.len();
+    assert!(sent < 300 + 16 + 2, "{sent} requests: only in-flight rows were re-sent");
+}
+
+#[test]
+fn sigint_finishes_in_flight_requests_marks_the_rest_skipped_then_resume() {
+    let w = Workdir::new();
+    w.orders("in.csv", 300);
+    let sim = start(sim_config());
+    let child = w.spawn_live("in.csv", "out.csv", &sim, &["--rate", "100"]);
+    w.wait_for_lines("out.csv", 40);
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("--resume"), "says how to resume: {}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 300);
+    let cats = r.categories();
+    let skipped = cats.values().filter(|c| *c == "skipped").count();
+    assert!(skipped > 0 && cats.values().all(|c| c == "cancelled" || c == "skipped"), "{cats:?}");
+    let cancelled_before = 300 - skipped;
+
+    w.live("in.csv", "out.csv", &sim).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 300);
+    assert!(r.rows.iter().all(|row| row["category"] == "cancelled"), "skipped rows were sent, none twice");
+    let stats = sim.stats();
+    assert_eq!(stats.log.len(), 300, "{cancelled_before} rows were not sent again");
+    assert!(stats.cancels.values().all(|&n| n == 1));
+}
+
+#[test]
+fn a_torn_last_line_is_dropped_and_its_row_sent_again() {
+    let w = Workdir::new();
+    w.orders("in.csv", 10);
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    let text = std::fs::read_to_string(w.path("out.csv")).unwrap();
+    let torn_row: u64 = Results::read(&w.path("out.csv")).rows.last().unwrap()["row"].parse().unwrap();
+    // Cut the last line in the middle, as a power cut would.
+    std::fs::write(w.path("out.csv"), &text[..text.len() - 12]).unwrap();
+
+    let out = w.live("in.csv", "out.csv", &sim).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("torn"), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 10);
+    assert_eq!(r.row(torn_row)["category"], "already_returned", "re-sent; the repeat answers 90015");
+    assert_eq!(sim.stats().log.len(), 11);
+}
+
+#[test]
+fn resume_sends_only_rows_that_are_not_final() {
+    let w = Workdir::new();
+    w.orders("in.csv", 10);
+    let mut c = sim_config();
+    c.orders.insert("B0003".into(), OrderState::Errcode(90010));
+    c.orders.insert("B0007".into(), OrderState::Errcode(-1));
+    let first = start(c);
+    w.live("in.csv", "out.csv", &first).args(["--max-attempts", "2"]).assert().code(1);
+    let cats = Results::read(&w.path("out.csv")).categories();
+    assert_eq!((cats[&3].as_str(), cats[&7].as_str()), ("session_expired", "system_busy"));
+
+    let second = start(sim_config()); // the users logged in again, WeChat recovered
+    w.live("in.csv", "out.csv", &second).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 10);
+    let mut resent: Vec<String> = second.stats().log.iter().map(|e| e.bill_no.clone()).collect();
+    resent.sort();
+    assert_eq!(resent, ["B0003", "B0007"]);
+}
+
+#[test]
+fn resume_is_refused_for_a_changed_input_unless_forced() {
+    let w = Workdir::new();
+    w.orders("in.csv", 5);
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    let before = std::fs::read_to_string(w.path("out.csv")).unwrap();
+    w.orders("in.csv", 6);
+    let out = w.live("in.csv", "out.csv", &sim).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("input file changed"), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(w.path("out.csv")).unwrap(), before, "untouched");
+
+    let out = w.live("in.csv", "out.csv", &sim).args(["--resume", "--appid", "wxother"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    w.live("in.csv", "out.csv", &sim).args(["--resume", "--force-resume"]).assert().code(0);
+    assert_one_line_per_row(&Results::read(&w.path("out.csv")), 6);
+}
+
+#[test]
+fn a_rehearsal_is_never_resumed_for_real() {
+    let w = Workdir::new();
+    w.orders("in.csv", 3);
+    w.cmd()
+        .args(["run", "in.csv", "-o", "out.csv", "--appid", "wx1", "--offer-id", "1", "--simulate"])
+        .assert()
+        .code(0);
+    let sim = start(sim_config());
+    let out =
+        w.live("in.csv", "out.csv", &sim).args(["--appid", "wx1", "--offer-id", "1", "--resume"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("environment was `rehearsal`"), "{}", stderr_of(&out));
+    assert!(sim.stats().log.is_empty());
+}
+
+#[test]
+fn an_existing_results_file_is_never_overwritten_and_resume_needs_one() {
+    let w = Workdir::new();
+    w.orders("in.csv", 3);
+    let sim = start(sim_config());
+    w.write("out.csv", "audit record\n");
+    let out = w.live("in.csv", "out.csv", &sim).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("--resume"));
+    assert_eq!(std::fs::read_to_string(w.path("out.csv")).unwrap(), "audit record\n");
+    let out = w.live("in.csv", "missing.csv", &sim).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(sim.stats().log.is_empty(), "nothing sent");
+}
