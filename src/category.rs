@@ -136,6 +136,15 @@ impl fmt::Display for Category {
 #[error("unknown category `{0}` (known: {list})", list = ALL.map(Category::as_str).join(", "))]
 pub struct UnknownCategory(pub String);
 
+impl clap::ValueEnum for Category {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
 impl FromStr for Category {
     type Err = UnknownCategory;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

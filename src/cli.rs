@@ -30,9 +30,21 @@ pub enum Command {
     /// Validate an order export and list every bad row; sends nothing.
     #[command(after_long_help = "Example:\n  midas-cancel check orders.csv --column bill_no=订单号")]
     Check(CheckArgs),
+    /// Summarise a results file (also one still being written); --only extracts rows to run again.
+    #[command(after_long_help = REPORT_HELP)]
+    Report(ReportArgs),
     /// Serve a local Midas simulator (the tests' peer and a rehearsal stage).
     #[command(after_long_help = SIMULATE_HELP)]
     Simulate(SimulateArgs),
+    /// Print a shell completion script to standard output.
+    #[command(after_long_help = "Example:\n  midas-cancel completions bash > /etc/bash_completion.d/midas-cancel")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output.
+    #[command(after_long_help = "Example:\n  midas-cancel man > midas-cancel.1 && man ./midas-cancel.1")]
+    Man,
 }
 
 const SIMULATE_HELP: &str = "\
@@ -54,6 +66,39 @@ Example:
       --orders samples/sim_orders.csv --busy-rate 0.05 --token-lifetime 60
   MIDAS_APP_KEY=test WECHAT_APP_SECRET=s3cret midas-cancel run samples/orders.csv \\
       -o out.csv --config samples/midas.toml --base-url http://127.0.0.1:8080";
+
+const REPORT_HELP: &str = "\
+Exit status: 0 every row done, 1 some rows need attention, 3 rows never attempted
+(skipped, or not in the file yet), 2 the file cannot be read.
+
+Examples:
+  midas-cancel report results.csv --sum amount_fen
+  midas-cancel report results.csv --json
+  # run the users whose sessions expired again, with fresh session keys
+  midas-cancel report results.csv --only session_expired,mp_sig_error -o retry.csv
+  midas-cancel run retry.csv -o retry-results.csv --config game.toml --session-keys fresh.csv";
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results file written by `run` (or `run --dry-run`).
+    pub results: PathBuf,
+
+    /// Print the summary as JSON (counts per category, sums, verdict).
+    #[arg(long, conflicts_with = "only")]
+    pub json: bool,
+
+    /// Write the input columns of the rows in these categories as a CSV that `run` takes back.
+    #[arg(long, value_enum, value_name = "CATEGORY", value_delimiter = ',')]
+    pub only: Vec<crate::category::Category>,
+
+    /// With --only: write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE", requires = "only")]
+    pub output: Option<PathBuf>,
+
+    /// Total this numeric input column per category (e.g. amount_fen), to reconcile money.
+    #[arg(long, value_name = "COLUMN")]
+    pub sum: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -234,4 +279,22 @@ pub struct RunArgs {
     /// Print only warnings, errors and the final summary.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// In the final summary, total this numeric input column per category (e.g. amount_fen).
+    #[arg(long, value_name = "COLUMN")]
+    pub sum: Option<String>,
+
+    /// Skip the confirmation a production run asks for on a terminal.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

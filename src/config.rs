@@ -146,6 +146,10 @@ pub struct RunConfig {
     pub quiet: bool,
     pub resume: bool,
     pub force_resume: bool,
+    /// `--sum COLUMN` for the final summary.
+    pub sum: Option<String>,
+    /// `--yes`: no confirmation prompt.
+    pub yes: bool,
     pub redactor: Redactor,
 }
 
@@ -271,6 +275,8 @@ impl RunConfig {
             quiet: args.quiet,
             resume: args.resume,
             force_resume: args.force_resume,
+            sum: args.sum.clone(),
+            yes: args.yes,
             redactor,
         })
     }

@@ -78,7 +78,40 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             }
         }
         Command::Simulate(args) => simulate(&args),
+        Command::Report(args) => report_command(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "midas-cancel", &mut std::io::stdout());
+            Ok(Exit::Done)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+            Ok(Exit::Done)
+        }
     }
+}
+
+fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
+    use std::io::Write as _;
+    if !args.only.is_empty() {
+        let n = match &args.output {
+            Some(p) => report::write_only(&args.results, &args.only, create_output(p)?)?,
+            None => report::write_only(&args.results, &args.only, std::io::stdout().lock())?,
+        };
+        eprintln!("{n} row(s) written");
+        return Ok(Exit::Done);
+    }
+    let summary = report::summarize(&args.results, args.sum.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary.json())?)?;
+    } else {
+        if summary.torn {
+            writeln!(out, "(the last line is incomplete: a run may be writing it, or was cut off)")?;
+        }
+        writeln!(out, "{}", summary.table())?;
+    }
+    Ok(summary.verdict())
 }
 
 fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
@@ -97,7 +130,10 @@ fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     if problems.len() == dryrun::SHOWN_PROBLEMS {
         reporter.notice("... (`midas-cancel check` lists every bad row)");
     }
-    reporter.notice(&tally.table());
+    match &cfg.sum {
+        Some(col) => reporter.notice(&report::summarize(&cfg.output, Some(col))?.table()),
+        None => reporter.notice(&tally.table()),
+    }
     Ok(if tally.all_in(|c| c == Category::Signed) { Exit::Done } else { Exit::Attention })
 }
 
@@ -109,6 +145,42 @@ fn rehearsal_simulator(cfg: &RunConfig) -> anyhow::Result<sim::Simulator> {
     sc.session_keys = cfg.input.session_keys.clone();
     sc.threads = cfg.send.concurrency + 4;
     sim::Simulator::start(sc, None)
+}
+
+/// The guard before real money moves: a production run started on a
+/// terminal says what it is about to do and asks for `yes`.
+fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyhow::Result<bool> {
+    use std::io::IsTerminal as _;
+    let interactive = std::io::stdin().is_terminal() && reporter.is_terminal();
+    if cfg.mode != Mode::Live || cfg.request.sandbox || cfg.yes || !interactive || cfg.input.path.as_os_str() == "-" {
+        return Ok(true);
+    }
+    let secs = ready as f64 / f64::from(cfg.send.rate.get());
+    reporter.notice(&format!(
+        "About to cancel orders in WeChat PRODUCTION:\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}",
+        cfg.request.appid,
+        cfg.request.offer_id,
+        cfg.input.path.display(),
+        if cfg.resume { ", fewer if resuming" } else { "" },
+        cfg.send.rate,
+        cfg.send.concurrency,
+        human_duration(secs),
+        cfg.output.display()
+    ));
+    eprint!("Type yes to send, anything else to stop: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+}
+
+/// "about 2 h 5 min", "about 40 s".
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.ceil() as u64;
+    match s {
+        0..=89 => format!("about {s} s"),
+        90..=5399 => format!("about {} min", s.div_ceil(60)),
+        _ => format!("about {} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// The command line to continue an interrupted run.
@@ -125,10 +197,21 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let input = input::Input::open(&cfg.input.path, cfg.input.encoding, true)?;
     let mut rows = input.rows(&cfg.input.columns, None)?;
     let header = rows.header().clone();
-    let mut total = 0u64;
+    // One pass to count rows and the ones that will be sent (for progress,
+    // the confirmation and the estimate); cheap next to the sending itself.
+    let (mut total, mut ready) = (0u64, 0u64);
+    let mut classifier = input::Classifier::new(cfg.input.mp_sig);
     for row in rows.by_ref() {
-        row?;
+        let row = row?;
         total += 1;
+        let v = input::validate(&header, &row, &cfg.input.session_keys);
+        if classifier.decide(row.row, row.line, v.facts()).is_none() {
+            ready += 1;
+        }
+    }
+    drop(classifier);
+    if !confirm(cfg, reporter, total, ready)? {
+        anyhow::bail!("not confirmed: nothing was sent");
     }
     let fingerprint = resume::Fingerprint {
         input_sha256: input.sha256().unwrap_or_default().to_string(),
@@ -202,7 +285,12 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
             resume_command()
         )
     })?;
-    reporter.notice(&report.tally.table());
+    // The summary is read back from the results file, so it says exactly
+    // what `midas-cancel report` will say.
+    match report::summarize(&cfg.output, cfg.sum.as_deref()) {
+        Ok(s) => reporter.notice(&s.table()),
+        Err(e) => reporter.notice(&format!("{}\n(--sum: {e:#})", report.tally.table())),
+    }
     let secs = report.elapsed.as_secs_f64();
     reporter.notice(&format!(
         "{} requests in {:.1} s ({:.1}/s); slowed down {} time(s) by WeChat's overload signals; {} token fetch(es)",

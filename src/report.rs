@@ -1,9 +1,16 @@
-//! Counting outcomes per category and turning them into a summary and an
-//! exit status.
+//! Summaries: counting outcomes per category, reading a results file back
+//! (`midas-cancel report`, and the end-of-run summary, so the two always
+//! agree), totals of a money column, and the verdict.
 
 use crate::category::{Category, ALL};
+use crate::output::{unguard, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::Exit;
+use anyhow::{bail, Context as _};
+use rust_decimal::Decimal;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// Rows per category.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,12 +43,247 @@ impl Tally {
 
     /// A table: category, rows, what to do next.
     pub fn table(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "{:<20} {:>9}  next step", "category", "rows");
-        for (c, n) in self.nonzero() {
-            let _ = writeln!(s, "{:<20} {:>9}  {}", c.as_str(), n, c.advice());
+        Summary { tally: self.clone(), ..Summary::default() }.table()
+    }
+}
+
+/// Which layout a results file has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Live,
+    DryRun,
+}
+
+/// Where the category, row and input columns are in a results file.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    pub kind: Kind,
+    pub headers: Vec<String>,
+    pub row: usize,
+    pub category: usize,
+    /// The input's columns, in order.
+    pub input: std::ops::Range<usize>,
+}
+
+impl Columns {
+    /// Recognises the layout from the header row.
+    pub fn detect(headers: &[String]) -> Option<Columns> {
+        let n = headers.len();
+        let tail = |cols: &[&str]| n >= cols.len() && headers[n - cols.len()..].iter().zip(cols).all(|(a, b)| a == b);
+        if tail(&LIVE_COLUMNS) {
+            let first = n - LIVE_COLUMNS.len();
+            return Some(Columns {
+                kind: Kind::Live,
+                headers: headers.to_vec(),
+                row: first,
+                category: first + 1,
+                input: 0..first,
+            });
         }
-        let _ = write!(s, "{:<20} {:>9}", "total", self.total());
+        if tail(&DRY_COLUMNS) && headers.first().is_some_and(|h| h == "row") {
+            let first = n - DRY_COLUMNS.len();
+            return Some(Columns {
+                kind: Kind::DryRun,
+                headers: headers.to_vec(),
+                row: 0,
+                category: n - 1,
+                input: 1..first,
+            });
+        }
+        None
+    }
+}
+
+/// Totals of one numeric column, per category.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sums {
+    pub column: String,
+    pub by_category: BTreeMap<String, Decimal>,
+    pub total: Decimal,
+    /// Cells that were not numbers (not counted).
+    pub unparsable: u64,
+}
+
+/// Everything a summary says.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub kind: Kind,
+    pub tally: Tally,
+    pub sums: Option<Sums>,
+    /// Rows of the input not yet in the file (a run in progress or cut short),
+    /// when the run fingerprint says how many there are.
+    pub missing: Option<u64>,
+    /// A torn last line was ignored.
+    pub torn: bool,
+}
+
+impl Summary {
+    /// The verdict, as an exit status: 0 when every row is done, 3 when rows
+    /// were never attempted (skipped or missing), else 1.
+    pub fn verdict(&self) -> Exit {
+        let ok = |c: Category| if self.kind == Kind::DryRun { c == Category::Signed } else { c.is_success() };
+        if self.tally.get(Category::Skipped) > 0 || self.missing.unwrap_or(0) > 0 {
+            Exit::Stopped
+        } else if self.tally.all_in(ok) {
+            Exit::Done
+        } else {
+            Exit::Attention
+        }
+    }
+
+    fn verdict_word(&self) -> &'static str {
+        match self.verdict() {
+            Exit::Done => "done",
+            Exit::Stopped => "incomplete",
+            _ => "needs_attention",
+        }
+    }
+
+    /// The table of categories, rows, sums and next steps.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let sum_head = self.sums.as_ref().map(|m| format!(" {:>14}", format!("Σ {}", m.column))).unwrap_or_default();
+        let _ = writeln!(s, "{:<20} {:>9}{sum_head}  next step", "category", "rows");
+        let sum_of = |c: Category| -> String {
+            self.sums
+                .as_ref()
+                .map(|m| format!(" {:>14}", m.by_category.get(c.as_str()).copied().unwrap_or_default()))
+                .unwrap_or_default()
+        };
+        for (c, n) in self.tally.nonzero() {
+            let _ = writeln!(s, "{:<20} {:>9}{}  {}", c.as_str(), n, sum_of(c), c.advice());
+        }
+        let total_sum = self.sums.as_ref().map(|m| format!(" {:>14}", m.total)).unwrap_or_default();
+        let _ = write!(s, "{:<20} {:>9}{total_sum}", "total", self.tally.total());
+        if let Some(m) = self.missing.filter(|&m| m > 0) {
+            let _ = write!(
+                s,
+                "\n{:<20} {:>9}  not in the file yet (run in progress or cut short): `--resume` sends them",
+                "missing", m
+            );
+        }
+        if let Some(m) = self.sums.as_ref().filter(|m| m.unparsable > 0) {
+            let _ = write!(s, "\n{} cell(s) of {} were not numbers and are not in the sums", m.unparsable, m.column);
+        }
         s
     }
+
+    /// The machine-readable summary (`report --json`).
+    pub fn json(&self) -> serde_json::Value {
+        let counts: BTreeMap<&str, u64> = self.tally.nonzero().map(|(c, n)| (c.as_str(), n)).collect();
+        serde_json::json!({
+            "kind": self.kind,
+            "rows": self.tally.total(),
+            "missing": self.missing,
+            "counts": counts,
+            "sums": self.sums,
+            "torn_last_line": self.torn,
+            "verdict": self.verdict_word(),
+            "exit_code": self.verdict() as i32,
+        })
+    }
+}
+
+/// Opens a results file and recognises its layout.
+pub fn open(path: &Path) -> anyhow::Result<(csv::Reader<std::fs::File>, Columns)> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let headers: Vec<String> = rdr.headers()?.iter().map(String::from).collect();
+    let Some(cols) = Columns::detect(&headers) else {
+        bail!(
+            "{} is not a midas-cancel results file: its header must end with {} (or, for a dry run, {})",
+            path.display(),
+            LIVE_COLUMNS.join(","),
+            DRY_COLUMNS.join(",")
+        );
+    };
+    Ok((rdr, cols))
+}
+
+/// Parses a money-like cell exactly ("600", "12.50", a guarded "'-3").
+fn parse_amount(cell: &str) -> Option<Decimal> {
+    unguard(cell.trim()).parse::<Decimal>().ok()
+}
+
+/// Summarises a results file, streaming; `sum` names a column to total.
+pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
+    let (mut rdr, cols) = open(path)?;
+    let sum_col = match sum {
+        Some(name) => Some(cols.input.clone().find(|&i| cols.headers[i] == name).with_context(|| {
+            format!(
+                "--sum {name}: no such input column in {}; it has: {}",
+                path.display(),
+                cols.headers[cols.input.clone()].join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let mut summary = Summary { kind: cols.kind, ..Summary::default() };
+    let mut sums = sum.map(|c| Sums { column: c.to_string(), ..Sums::default() });
+    let mut rec = csv::StringRecord::new();
+    let mut pending: Option<csv::StringRecord> = None;
+    loop {
+        let more = match rdr.read_record(&mut rec) {
+            Ok(m) => m,
+            Err(_) => {
+                summary.torn = true;
+                false
+            }
+        };
+        if let Some(r) = pending.take() {
+            match r.get(cols.category).and_then(|c| c.parse::<Category>().ok()) {
+                Some(c) if r.len() == cols.headers.len() => {
+                    summary.tally.add(c);
+                    if let (Some(s), Some(i)) = (sums.as_mut(), sum_col) {
+                        match parse_amount(r.get(i).unwrap_or("")) {
+                            Some(v) => {
+                                *s.by_category.entry(c.as_str().to_string()).or_default() += v;
+                                s.total += v;
+                            }
+                            None => s.unparsable += 1,
+                        }
+                    }
+                }
+                // A run may be writing this very line right now.
+                _ if !more => summary.torn = true,
+                _ => bail!("{} line {} is damaged", path.display(), r.position().map_or(0, |p| p.line())),
+            }
+        }
+        if !more {
+            break;
+        }
+        pending = Some(rec.clone());
+    }
+    summary.sums = sums;
+    if cols.kind == Kind::Live {
+        if let Ok(text) = std::fs::read_to_string(crate::resume::fingerprint_path(path)) {
+            if let Ok(fp) = serde_json::from_str::<crate::resume::Fingerprint>(&text) {
+                summary.missing = Some(fp.rows.saturating_sub(summary.tally.total()));
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Writes the input columns of rows in `categories` as a CSV that `run` takes
+/// back (pass-through cells un-guarded, results columns dropped).
+pub fn write_only(path: &Path, categories: &[Category], out: impl std::io::Write) -> anyhow::Result<u64> {
+    let (mut rdr, cols) = open(path)?;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(&cols.headers[cols.input.clone()])?;
+    let mut n = 0;
+    for rec in rdr.records() {
+        let Ok(rec) = rec else { break };
+        let Some(c) = rec.get(cols.category).and_then(|c| c.parse::<Category>().ok()) else { continue };
+        if categories.contains(&c) && rec.len() == cols.headers.len() {
+            w.write_record(cols.input.clone().map(|i| unguard(rec.get(i).unwrap_or(""))))?;
+            n += 1;
+        }
+    }
+    w.flush()?;
+    Ok(n)
 }

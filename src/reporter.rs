@@ -2,7 +2,7 @@
 //! terminal, periodic plain lines otherwise, nothing with `--quiet`), notices
 //! and warnings. Library code never prints directly.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,13 +15,14 @@ pub struct Reporter {
     terminal: bool,
     bar: Mutex<Option<ProgressBar>>,
     plain_last: Mutex<Option<Instant>>,
+    unit: Mutex<&'static str>,
 }
 
 impl Reporter {
     /// A reporter for this process's stderr.
     pub fn stderr(quiet: bool) -> Reporter {
         let terminal = std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
-        Reporter { quiet, terminal, bar: Mutex::new(None), plain_last: Mutex::new(None) }
+        Reporter { quiet, terminal, bar: Mutex::new(None), plain_last: Mutex::new(None), unit: Mutex::new("rows") }
     }
 
     /// Whether a human is watching stderr.
@@ -47,16 +48,23 @@ impl Reporter {
 
     /// Starts a progress display counting `total` units (`bytes` or rows).
     pub fn start_progress(&self, total: u64, bytes: bool) {
+        *self.unit.lock().expect("reporter lock") = if bytes { "bytes read" } else { "rows" };
         if self.quiet || !self.terminal {
             return;
         }
         let template = if bytes {
             "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta}) {msg}"
         } else {
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({per_sec}, ETA {eta}) {msg}"
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({rate}, ETA {eta}) {msg}"
         };
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(8));
-        bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+        let style = ProgressStyle::with_template(template).expect("valid template").with_key(
+            "rate",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        );
+        bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         *self.bar.lock().expect("reporter lock") = Some(bar);
     }
@@ -78,7 +86,8 @@ impl Reporter {
         let now = Instant::now();
         if last.is_none_or(|t| now.duration_since(t) >= PLAIN_EVERY) {
             *last = Some(now);
-            eprintln!("progress: {position}/{total} {status}");
+            let unit = *self.unit.lock().expect("reporter lock");
+            eprintln!("progress: {position}/{total} {unit}{}{status}", if status.is_empty() { "" } else { " · " });
         }
     }
 

@@ -507,13 +507,15 @@ pub fn run(
         let on_commit = move |t: &Tally| {
             let (stats, pacer) = (stats_ref, pacer_ref);
             let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned);
+            let pace = pacer.current_rate();
+            let slowed =
+                if pace < f64::from(send.rate.get()) { format!(" · slowed to {pace:.0}/s") } else { String::new() };
             let status = format!(
-                "cancelled {} · already returned {} · needs attention {} · retrying {} · pace {:.0}/s",
+                "cancelled {} · already returned {} · needs attention {} · retrying {}{slowed}",
                 t.get(Category::Cancelled),
                 t.get(Category::AlreadyReturned),
                 attention,
                 stats.retrying.load(Ordering::Relaxed),
-                pacer.current_rate()
             );
             reporter.progress(t.total(), total, &status);
         };

@@ -6,5 +6,6 @@ mod harness;
 mod dry_run;
 mod input_files;
 mod live;
+mod operator;
 mod resume;
 mod vectors;
