@@ -107,7 +107,7 @@ impl Category {
             NotFound => "Midas has no such order: check bill_no, appid, offer_id and --sandbox against the export",
             ParamError => "WeChat rejected the parameters: check zone_id, pf and openid of these rows, fix the input and run them again",
             InvalidInput => "fix the rows named in errmsg (or re-export them), then run them again",
-            Duplicate => "nothing to do: the first row with this bill_no was sent",
+            Duplicate => "nothing to do: only the first row with this bill_no is sent",
             SystemBusy => "WeChat was busy: `--resume` retries them (perhaps with a lower --rate)",
             Processing => "the order was still processing: `--resume` later retries them",
             RateLimited => "WeChat's frequency limit: `--resume` with a lower --rate",

@@ -41,11 +41,16 @@ pub struct SendSettings {
 const BREAKER_THRESHOLD: u32 = 3;
 /// The longest single sleep, so that a stop is noticed quickly.
 const NAP: Duration = Duration::from_millis(50);
-/// Back-pressure: at most one cut per this interval (in-flight requests that
-/// all hit the same overload count once) ...
-const CUT_EVERY: Duration = Duration::from_secs(1);
-/// ... and one step of recovery per this interval without a new signal.
-const RECOVER_EVERY: Duration = Duration::from_secs(2);
+/// Back-pressure: at most one cut per this interval (the answers of requests
+/// already in flight when WeChat pushed back belong to the same episode) ...
+const CUT_EVERY: Duration = Duration::from_secs(2);
+/// ... a cut needs this share of overload answers among recent answers, so a
+/// stray "system busy" does not slow the run ...
+const OVERLOAD_SHARE: f64 = 0.05;
+/// ... and each quiet interval after a cut gives back this share of the
+/// full rate (additive increase, multiplicative decrease).
+const RECOVER_EVERY: Duration = Duration::from_secs(1);
+const RECOVER_STEP: f64 = 0.1;
 /// GCRA admits `burst + 1` at once and then one per period; pacing at 99.5 %
 /// of `--rate` keeps any sliding second under `rate + burst` even when a few
 /// requests leave a little late.
@@ -64,6 +69,10 @@ struct Slowdown {
     limiter: Option<DefaultDirectRateLimiter>,
     last_cut: Option<Instant>,
     last_change: Instant,
+    /// Answers and overload answers in the current and previous second.
+    window_start: Instant,
+    answers: [u32; 2],
+    signals: [u32; 2],
 }
 
 /// Pacing shared by every worker: a fixed limiter that enforces `rate +
@@ -82,7 +91,15 @@ impl Pacer {
         Pacer {
             hard: limiter(rate * PACE_MARGIN, burst + 1),
             rate,
-            slow: RwLock::new(Slowdown { factor: 1.0, limiter: None, last_cut: None, last_change: Instant::now() }),
+            slow: RwLock::new(Slowdown {
+                factor: 1.0,
+                limiter: None,
+                last_cut: None,
+                last_change: Instant::now(),
+                window_start: Instant::now(),
+                answers: [0; 2],
+                signals: [0; 2],
+            }),
             slowdowns: AtomicU64::new(0),
             clock: DefaultClock::default(),
         }
@@ -118,10 +135,27 @@ impl Pacer {
         }
     }
 
-    /// WeChat signalled overload (45009, -1, 429, 5xx): halve the pace.
-    pub fn overloaded(&self) {
+    /// Counts one answer; `overload` when WeChat pushed back (45009, -1,
+    /// 429, 5xx). Halves the pace when overload answers are a real share of
+    /// the recent ones.
+    pub fn observe(&self, overload: bool) {
         let now = Instant::now();
         let mut s = self.slow.write().expect("pacer lock");
+        if now.duration_since(s.window_start) >= Duration::from_secs(1) {
+            let fresh = now.duration_since(s.window_start) < Duration::from_secs(2);
+            s.answers = [0, if fresh { s.answers[0] } else { 0 }];
+            s.signals = [0, if fresh { s.signals[0] } else { 0 }];
+            s.window_start = now;
+        }
+        s.answers[0] += 1;
+        if !overload {
+            return;
+        }
+        s.signals[0] += 1;
+        let (signals, answers) = (s.signals[0] + s.signals[1], s.answers[0] + s.answers[1]);
+        if signals < 2 || f64::from(signals) < OVERLOAD_SHARE * f64::from(answers) {
+            return;
+        }
         if s.last_cut.is_some_and(|t| now.duration_since(t) < CUT_EVERY) {
             return;
         }
@@ -133,7 +167,7 @@ impl Pacer {
         self.slowdowns.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Raises the pace a step (×1.25) after a quiet interval, up to full rate.
+    /// Raises the pace a step after a quiet interval, up to full rate.
     fn recover(&self) {
         let now = Instant::now();
         {
@@ -146,7 +180,7 @@ impl Pacer {
         if s.limiter.is_none() || now.duration_since(s.last_change) < RECOVER_EVERY {
             return;
         }
-        s.factor = (s.factor * 1.25).min(1.0);
+        s.factor = (s.factor + RECOVER_STEP).min(1.0);
         s.limiter = (s.factor < 1.0).then(|| limiter(self.rate * s.factor, 1));
         s.last_change = now;
     }
@@ -348,6 +382,7 @@ impl Worker<'_> {
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let (category, action) = reply.classify();
+            self.pacer.observe(matches!(action, Action::Retry { slow_down: true }));
             let mut errmsg = self.cfg.redactor.redact(&reply.message());
             if with_mp.is_none() && matches!(category, Category::SessionExpired | Category::MpSigError) {
                 errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
@@ -361,12 +396,7 @@ impl Worker<'_> {
             self.control.answer_ok();
             let retry = match action {
                 Action::Stop | Action::Breaker => false,
-                Action::Retry { slow_down } => {
-                    if slow_down {
-                        self.pacer.overloaded();
-                    }
-                    true
-                }
+                Action::Retry { .. } => true,
                 Action::RefreshToken => match self.tokens.rejected(&token) {
                     Ok(()) => true,
                     Err(e) => {
@@ -587,4 +617,33 @@ pub fn run(
         slowdowns: pacer.slowdowns(),
         token_refreshes: tokens.refreshes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_overload_answers_do_not_slow_the_run() {
+        let p = Pacer::new(NonZeroU32::new(100).unwrap(), 1);
+        for i in 0..200 {
+            p.observe(i % 50 == 0); // 2 %
+        }
+        assert_eq!(p.slowdowns(), 0);
+        assert_eq!(p.current_rate(), 100.0);
+    }
+
+    #[test]
+    fn sustained_overload_halves_the_pace_once_per_episode_then_recovers() {
+        let p = Pacer::new(NonZeroU32::new(100).unwrap(), 1);
+        for i in 0..100 {
+            p.observe(i % 3 == 0);
+        }
+        assert_eq!(p.slowdowns(), 1, "one cut for one episode");
+        assert_eq!(p.current_rate(), 50.0);
+        // Pretend the last change was long ago: recovery adds a step.
+        p.slow.write().unwrap().last_change -= RECOVER_EVERY;
+        p.recover();
+        assert!((p.current_rate() - 60.0).abs() < 1e-9);
+    }
 }
