@@ -61,13 +61,11 @@ fn main() -> anyhow::Result<()> {
             .find_map(|l| l.strip_prefix("CPU "))
             .map(|l| l.split_whitespace().filter_map(|x| x.parse::<f64>().ok()).sum())
             .unwrap_or(f64::NAN);
-        let log = sim.stats().log;
-        let mut at: Vec<f64> = log.iter().map(|e| e.at).collect();
-        at.sort_by(f64::total_cmp);
+        let stats = sim.stats();
+        let (log, at) = (&stats.log, stats.arrivals());
         let span = at.last().unwrap_or(&0.0) - at.first().unwrap_or(&0.0);
         let achieved = (at.len().saturating_sub(1)) as f64 / span.max(1e-9);
-        let max_window =
-            (0..at.len()).map(|i| at[i..].iter().take_while(|&&t| t < at[i] + 1.0).count()).max().unwrap_or(0);
+        let max_window = stats.busiest_second();
         let lag = log.iter().filter_map(|e| e.ts_lag).fold(0.0, f64::max);
         println!(
             "{rate:>6} {concurrency:>5} {:>5}ms {achieved:>8.1}/s {:>7.1}% {max_window:>6} (≤{}) {lag:>10.2}s {:>10.0}µs",

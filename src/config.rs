@@ -2,9 +2,10 @@
 //! [`RunConfig`]. Nothing downstream reads flags or the environment.
 
 use crate::cli::{InputArgs, RunArgs};
-use crate::input::{ColumnMapping, EncodingName, MpSigMode, SessionKeys};
+use crate::input::{ColumnMapping, EncodingName, MpSigMode, OrderRef, SessionKeys};
 use crate::secret::{Redactor, Secret};
 use crate::send::SendSettings;
+use crate::sign::CancelParams;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -112,6 +113,24 @@ pub struct Request {
     pub offer_id: String,
     pub pf: String,
     pub sandbox: bool,
+}
+
+impl Request {
+    /// The signed fields of one request for `order`, sent at `ts`; rows
+    /// without a pf take the configured one.
+    pub fn params<'a>(&'a self, order: &OrderRef<'a>, ts: u64) -> CancelParams<'a> {
+        CancelParams {
+            openid: order.openid,
+            appid: &self.appid,
+            offer_id: &self.offer_id,
+            ts,
+            zone_id: order.zone_id,
+            pf: order.pf.unwrap_or(&self.pf),
+            bill_no: order.bill_no,
+            user_ip: order.user_ip,
+            pay_item: order.pay_item,
+        }
+    }
 }
 
 /// The app key and secret used by `run --simulate` (rehearsals never use real secrets).

@@ -10,11 +10,11 @@
 
 use crate::category::Category;
 use crate::config::RunConfig;
-use crate::input::{validate, Classifier, Facts, Field, Input, MpSigMode, RowBatch, Validated};
+use crate::input::{validate, Classifier, Facts, Field, Input, RowBatch, Validated};
 use crate::output::{DrySigned, Layout, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
-use crate::sign::{CancelParams, Signer};
+use crate::sign::Signer;
 use anyhow::Context as _;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,23 +52,8 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
         },
         Validated::Valid(o) => {
             let ts = cfg.dry_run_ts.unwrap_or_else(unix_now);
-            let params = CancelParams {
-                openid: o.openid,
-                appid: &cfg.request.appid,
-                offer_id: &cfg.request.offer_id,
-                ts,
-                zone_id: o.zone_id,
-                pf: o.pf.unwrap_or(&cfg.request.pf),
-                bill_no: o.bill_no,
-                user_ip: o.user_ip,
-                pay_item: o.pay_item,
-            };
-            let with_mp = match (cfg.input.mp_sig, &cfg.access_token, o.session_key) {
-                (MpSigMode::Never, _, _) => None,
-                (_, Some(t), Some(k)) => Some((t.expose(), k)),
-                _ => None,
-            };
-            let s = signer.sign(&params, with_mp);
+            let params = cfg.request.params(o, ts);
+            let s = signer.sign(&params, cfg.input.mp_sig.inputs(cfg.access_token.as_ref(), o.session_key));
             Signed {
                 bill_no_valid: true,
                 problem: None,

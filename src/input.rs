@@ -583,6 +583,21 @@ pub struct Order {
     pub session_key: Option<Secret>,
 }
 
+impl Order {
+    pub fn as_ref(&self) -> OrderRef<'_> {
+        OrderRef {
+            row: self.row,
+            bill_no: &self.bill_no,
+            openid: &self.openid,
+            zone_id: &self.zone_id,
+            pf: self.pf.as_deref(),
+            user_ip: self.user_ip.as_deref(),
+            pay_item: self.pay_item.as_deref(),
+            session_key: self.session_key.as_ref().map(Secret::expose),
+        }
+    }
+}
+
 impl OrderRef<'_> {
     pub fn to_owned(&self) -> Order {
         let own = |v: Option<&str>| v.map(str::to_string);
@@ -780,6 +795,18 @@ pub enum MpSigMode {
     Always,
     /// Never send mp_sig.
     Never,
+}
+
+impl MpSigMode {
+    /// The access token and session key to compute `mp_sig` with, when this
+    /// mode sends it and both are at hand.
+    pub fn inputs<'a>(self, token: Option<&'a Secret>, session_key: Option<&'a str>) -> Option<(&'a str, &'a str)> {
+        match (self, token, session_key) {
+            (MpSigMode::Never, _, _) => None,
+            (_, Some(t), Some(k)) => Some((t.expose(), k)),
+            _ => None,
+        }
+    }
 }
 
 /// 128-bit fingerprint of a string, for compact sets keyed by ids.

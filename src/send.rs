@@ -11,11 +11,11 @@ use crate::api::{cancel_body, Action, Transport};
 use crate::category::Category;
 use crate::config::RunConfig;
 use crate::dryrun::unix_now;
-use crate::input::{validate, Classifier, Input, MpSigMode, Order, RawRow, Validated};
+use crate::input::{validate, Classifier, Input, Order, RawRow, Validated};
 use crate::output::{Outcome, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
-use crate::sign::{CancelParams, Signer};
+use crate::sign::Signer;
 use crate::token::{TokenFailure, Tokens};
 use anyhow::Context as _;
 use governor::clock::{Clock, DefaultClock};
@@ -361,21 +361,9 @@ impl Worker<'_> {
                 }
             };
             let ts = unix_now();
-            let params = CancelParams {
-                openid: &order.openid,
-                appid: &self.cfg.request.appid,
-                offer_id: &self.cfg.request.offer_id,
-                ts,
-                zone_id: &order.zone_id,
-                pf: order.pf.as_deref().unwrap_or(&self.cfg.request.pf),
-                bill_no: &order.bill_no,
-                user_ip: order.user_ip.as_deref(),
-                pay_item: order.pay_item.as_deref(),
-            };
-            let with_mp = match (self.cfg.input.mp_sig, &order.session_key) {
-                (MpSigMode::Never, _) | (_, None) => None,
-                (_, Some(k)) => Some((token.expose(), k.expose())),
-            };
+            let order_ref = order.as_ref();
+            let params = self.cfg.request.params(&order_ref, ts);
+            let with_mp = self.cfg.input.mp_sig.inputs(Some(&token), order_ref.session_key);
             let sigs = self.signer.sign(&params, with_mp);
             let reply = self.transport.cancel(self.signer.uri(), token.expose(), &cancel_body(&params, &sigs));
             drop(canary);

@@ -166,6 +166,36 @@ pub struct SimStats {
     pub get_token_calls: u64,
 }
 
+impl SimStats {
+    /// Arrival times of the cancel requests, sorted.
+    pub fn arrivals(&self) -> Vec<f64> {
+        let mut at: Vec<f64> = self.log.iter().map(|e| e.at).collect();
+        at.sort_by(f64::total_cmp);
+        at
+    }
+
+    /// The most cancel requests that arrived in any sliding one-second window.
+    pub fn busiest_second(&self) -> usize {
+        let at = self.arrivals();
+        let mut end = 0;
+        (0..at.len())
+            .map(|start| {
+                while end < at.len() && at[end] < at[start] + 1.0 {
+                    end += 1;
+                }
+                end - start
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// True when every bill_no in `expected` was cancelled exactly once and
+    /// no other order was.
+    pub fn cancelled_once(&self, expected: usize) -> bool {
+        self.cancels.len() == expected && self.cancels.values().all(|&n| n == 1)
+    }
+}
+
 struct Issued {
     expires: Instant,
     revoked: bool,

@@ -90,7 +90,7 @@ fn retries_then_success() {
     w.live("in.csv", "out.csv", &sim).assert().code(0);
     let r = Results::read(&w.path("out.csv"));
     assert!(r.rows.iter().all(|row| row["category"] == "cancelled" && row["attempts"] == "3"));
-    assert!(sim.stats().cancels.values().all(|&n| n == 1));
+    assert!(sim.stats().cancelled_once(20));
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn dropped_replies_time_out_and_a_resend_answers_already_returned() {
         assert_eq!(row["category"], "network_error");
         assert!(row["errmsg"].contains("outcome unknown"), "{}", row["errmsg"]);
     }
-    assert!(sim.stats().cancels.values().all(|&n| n == 1), "coins returned once per order");
+    assert!(sim.stats().cancelled_once(4), "coins returned once per order");
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn frequency_limit_slows_the_whole_run_and_everything_completes() {
     assert!(!text.contains("slowed down 0 time"), "{text}");
     // After the first slowdown, the pace stays under the limit most of the time.
     assert!(limited < 150, "{limited} answers were 45009: the run did not slow down");
-    assert!(stats.cancels.len() == 150 && stats.cancels.values().all(|&n| n == 1));
+    assert!(stats.cancelled_once(150));
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn expired_tokens_are_refreshed_and_requests_re_signed() {
     assert!(stats.stable_token_calls >= 2, "token refreshed ({} calls)", stats.stable_token_calls);
     assert_eq!(stats.get_token_calls, 0, "GET /cgi-bin/token is never called");
     assert!(stats.force_refreshes <= 1);
-    assert!(stats.cancels.len() == 300 && stats.cancels.values().all(|&n| n == 1));
+    assert!(stats.cancelled_once(300));
 }
 
 #[test]
@@ -209,14 +209,12 @@ fn pacing_freshness_and_exactly_once() {
     let sim = start(sim_config());
     w.live("in.csv", "out.csv", &sim).args(["--rate", "100", "--burst", "2", "--concurrency", "8"]).assert().code(0);
     let stats = sim.stats();
-    let mut at: Vec<f64> = stats.log.iter().map(|e| e.at).collect();
-    at.sort_by(f64::total_cmp);
-    let max_window = (0..at.len()).map(|i| at[i..].iter().take_while(|&&t| t < at[i] + 1.0).count()).max().unwrap();
+    let max_window = stats.busiest_second();
     assert!(max_window <= 102, "{max_window} requests in one second");
     assert!(max_window >= 90, "the run used the rate it was given ({max_window}/s)");
     assert!(stats.log.iter().all(|e| e.ts_lag.unwrap() <= 2.0), "ts fresh");
     assert_eq!(stats.log.len(), 250, "one request per row");
-    assert!(stats.cancels.len() == 250 && stats.cancels.values().all(|&n| n == 1));
+    assert!(stats.cancelled_once(250));
 }
 
 #[test]
