@@ -278,13 +278,19 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-    let report = send::run(cfg, transport, &tokens, &control, &input, total, target, reporter).map_err(|e| {
-        anyhow::anyhow!(
-            "the run stopped: {e:#}. Rows finished so far are in {}; continue with: {}",
-            cfg.output.display(),
-            resume_command()
-        )
-    })?;
+    let report = match send::run(cfg, transport, &tokens, &control, &input, total, target, reporter) {
+        Ok(r) => r,
+        // Requests may have been sent: not exit 2 ("nothing was sent") but 3.
+        Err(e) => {
+            reporter.notice(&format!(
+                "Error: the run stopped: {}. Rows finished so far are in {}; continue with:\n  {}",
+                cfg.redactor.redact(&format!("{e:#}")),
+                cfg.output.display(),
+                resume_command()
+            ));
+            return Ok(Exit::Stopped);
+        }
+    };
     // The summary is read back from the results file, so it says exactly
     // what `midas-cancel report` will say.
     match report::summarize(&cfg.output, cfg.sum.as_deref()) {

@@ -261,9 +261,20 @@ impl Control {
         self.reason.lock().expect("control lock").clone()
     }
 
+    /// Until the run is warm, one request at a time. Workers that queued for
+    /// the canary while the first request was out must not each hold it for a
+    /// whole request once the run is warm: they re-check and pass through.
+    fn canary(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        if self.warm.load(Ordering::Acquire) {
+            return None;
+        }
+        let guard = self.canary.lock().unwrap_or_else(|e| e.into_inner());
+        (!self.warm.load(Ordering::Acquire)).then_some(guard)
+    }
+
     fn answer_ok(&self) {
         self.consecutive.store(0, Ordering::Relaxed);
-        self.warm.store(true, Ordering::Relaxed);
+        self.warm.store(true, Ordering::Release);
     }
 
     fn answer_fatal(&self, why: String) {
@@ -348,8 +359,7 @@ impl Worker<'_> {
                 return last
                     .unwrap_or_else(|| Outcome::unsent(Category::Skipped, "not attempted: the run was stopped"));
             }
-            let canary = (!self.control.warm.load(Ordering::Relaxed))
-                .then(|| self.control.canary.lock().unwrap_or_else(|e| e.into_inner()));
+            let canary = self.control.canary();
             if !self.pacer.wait(self.control.stop_flag()) {
                 continue; // stopped while waiting: settle above
             }

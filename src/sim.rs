@@ -164,6 +164,8 @@ pub struct SimStats {
     pub force_refreshes: u64,
     /// Calls of the forbidden `GET /cgi-bin/token`.
     pub get_token_calls: u64,
+    /// The most cancel requests being handled at once (arrived, not yet answered).
+    pub max_in_flight: usize,
 }
 
 impl SimStats {
@@ -211,6 +213,7 @@ struct State {
     rng: fastrand::Rng,
     generation: u64,
     log_file: Option<std::fs::File>,
+    in_flight: usize,
 }
 
 /// A running simulator; stops when dropped.
@@ -262,6 +265,7 @@ impl Simulator {
             stats: SimStats::default(),
             generation: 0,
             log_file,
+            in_flight: 0,
             cfg,
         }));
         let server = Arc::new(server);
@@ -310,8 +314,13 @@ fn serve(server: &tiny_http::Server, state: &Mutex<State>, started: Instant) {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("").to_string();
         let arrived = Instant::now();
+        let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI;
         let (response, latency) = {
             let mut st = state.lock().expect("sim lock");
+            if is_cancel {
+                st.in_flight += 1;
+                st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
+            }
             let latency = st.cfg.faults.latency;
             let r = match (req.method(), path) {
                 (tiny_http::Method::Post, sign::PROD_URI) => st.cancel(false, &token, &body, arrived, started),
@@ -327,6 +336,9 @@ fn serve(server: &tiny_http::Server, state: &Mutex<State>, started: Instant) {
         };
         if !latency.is_zero() {
             std::thread::sleep(latency);
+        }
+        if is_cancel {
+            state.lock().expect("sim lock").in_flight -= 1;
         }
         match response {
             Response::Json(status, text) => {

@@ -285,3 +285,16 @@ fn rehearsal_on_the_samples() {
     assert_eq!(cats[&5], "duplicate");
     assert_eq!(cats[&6], "invalid_input");
 }
+
+/// Regression: workers queued behind the one-request canary each held it for
+/// a whole request after warm-up, so concurrency grew by one per round trip.
+#[test]
+fn concurrency_opens_fully_after_the_first_answer() {
+    let w = Workdir::new();
+    w.orders("in.csv", 24);
+    let mut c = sim_config();
+    c.faults = Faults { latency: Duration::from_millis(300), ..Faults::default() };
+    let sim = start(c);
+    w.live("in.csv", "out.csv", &sim).args(["--concurrency", "8", "--rate", "1000"]).assert().code(0);
+    assert_eq!(sim.stats().max_in_flight, 8, "all 8 workers in flight at once");
+}
