@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub max_attempts: Option<u32>,
     pub timeout: Option<f64>,
     pub backoff_ms: Option<u64>,
+    pub dry_run: Option<bool>,
+    pub ts: Option<u64>,
+    pub resume: Option<bool>,
+    pub simulate: Option<bool>,
     /// FIELD = "HEADER" pairs, like `--column`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
@@ -235,7 +239,22 @@ impl RunConfig {
         check_constant("offer_id", &offer_id, |c| c.is_ascii_alphanumeric())?;
         check_constant("pf", &pf, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
-        let mode = match (args.dry_run, args.simulate) {
+        // Modes may come from the config file too; the flags' conflicts are
+        // checked again here for that case.
+        let dry_run = args.dry_run || file.dry_run.unwrap_or(false);
+        let simulate = args.simulate || file.simulate.unwrap_or(false);
+        let resume = args.resume || file.resume.unwrap_or(false);
+        let ts = args.ts.or(file.ts);
+        if dry_run && (simulate || resume) {
+            bail!("--dry-run cannot be combined with --simulate or --resume (check the config file too)");
+        }
+        if ts.is_some() && !dry_run {
+            bail!("--ts only applies to --dry-run (a live request is always signed with the current time)");
+        }
+        if simulate && (args.base_url.is_some() || file.base_url.is_some()) {
+            bail!("--simulate sends to the in-process simulator: remove --base-url (or base_url from the config file)");
+        }
+        let mode = match (dry_run, simulate) {
             (true, _) => Mode::DryRun,
             (false, true) => Mode::Rehearsal,
             (false, false) => Mode::Live,
@@ -288,11 +307,11 @@ impl RunConfig {
             app_key,
             app_secret,
             access_token,
-            dry_run_ts: args.ts,
+            dry_run_ts: ts,
             base_url,
             send,
             quiet: args.quiet,
-            resume: args.resume,
+            resume,
             force_resume: args.force_resume,
             sum: args.sum.clone(),
             yes: args.yes,

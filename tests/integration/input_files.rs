@@ -85,3 +85,26 @@ fn check_lists_every_bad_row_and_counts() {
     w.write("ok.csv", "bill_no,openid,zone_id\nB1,oA,1\n");
     w.cmd().args(["check", "ok.csv"]).assert().code(0);
 }
+
+#[test]
+fn modes_can_come_from_the_config_file() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id\nB1,oA,1\n");
+    w.write("dry.toml", "appid = 'wx1'\noffer_id = '1'\ndry_run = true\nts = 1700000000\n");
+    w.cmd()
+        .env("MIDAS_APP_KEY", APP_KEY)
+        .args(["run", "in.csv", "-o", "o.csv", "--config", "dry.toml"])
+        .assert()
+        .code(0);
+    let text = std::fs::read_to_string(w.path("o.csv")).unwrap();
+    assert!(text.contains(",1700000000,") && text.contains("signed"), "{text}");
+    w.write("bad.toml", "appid = 'wx1'\noffer_id = '1'\ndry_run = true\nsimulate = true\n");
+    let out = w
+        .cmd()
+        .env("MIDAS_APP_KEY", APP_KEY)
+        .args(["run", "in.csv", "-o", "p.csv", "--config", "bad.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("cannot be combined"), "{}", stderr_of(&out));
+}
