@@ -42,12 +42,6 @@ const FIELDS: [(Field, &str, bool); 7] = [
     (Field::Pf, "pf", false),
 ];
 
-impl Field {
-    pub fn name(self) -> &'static str {
-        FIELDS[self as usize].1
-    }
-}
-
 impl FromStr for Field {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -900,14 +894,6 @@ impl SessionKeys {
 
     pub fn get(&self, openid: &str) -> Option<&str> {
         self.0.get(&fingerprint(openid)).map(StoredKey::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

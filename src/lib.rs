@@ -210,9 +210,6 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     }
     drop(classifier);
-    if !confirm(cfg, reporter, total, ready)? {
-        anyhow::bail!("not confirmed: nothing was sent");
-    }
     let fingerprint = resume::Fingerprint {
         input_sha256: input.sha256().unwrap_or_default().to_string(),
         rows: total,
@@ -224,6 +221,10 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         for diff in resume::check_fingerprint(&cfg.output, &fingerprint, cfg.force_resume)? {
             reporter.notice(&format!("warning: resuming although {diff} (--force-resume)"));
         }
+    }
+    // Everything that can refuse the run is checked before the question.
+    if !confirm(cfg, reporter, total, ready)? {
+        anyhow::bail!("not confirmed: nothing was sent");
     }
     let simulator = match cfg.mode {
         Mode::Rehearsal => {
