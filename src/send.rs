@@ -376,7 +376,6 @@ impl Worker<'_> {
             let with_mp = self.cfg.input.mp_sig.inputs(Some(&token), order_ref.session_key);
             let sigs = self.signer.sign(&params, with_mp);
             let reply = self.transport.cancel(self.signer.uri(), token.expose(), &cancel_body(&params, &sigs));
-            drop(canary);
             attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let (category, action) = reply.classify();
@@ -386,12 +385,16 @@ impl Worker<'_> {
                 errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
             }
             let outcome = Outcome { category, errcode: reply.errcode(), errmsg, attempts, ts: Some(ts) };
+            // The canary is released only once the answer has been counted,
+            // so a queued worker cannot slip a request past a tripping breaker.
             if action == Action::Breaker {
                 let why = breaker_message(category, reply.errcode(), self.cfg.request.sandbox);
                 self.control.answer_fatal(why);
+                drop(canary);
                 return outcome;
             }
             self.control.answer_ok();
+            drop(canary);
             let retry = match action {
                 Action::Stop | Action::Breaker => false,
                 Action::Retry { .. } => true,

@@ -146,8 +146,14 @@ fn frequency_limit_slows_the_whole_run_and_everything_completes() {
     assert!(limited > 0, "the limit was hit");
     let text = stderr_of(&out);
     assert!(!text.contains("slowed down 0 time"), "{text}");
-    // After the first slowdown, the pace stays under the limit most of the time.
-    assert!(limited < 150, "{limited} answers were 45009: the run did not slow down");
+    // Once the run has adapted, far fewer answers are 45009 than at the start.
+    let share = |from: f64, to: f64| {
+        let part: Vec<_> = stats.log.iter().filter(|e| e.at >= from && e.at < to).collect();
+        part.iter().filter(|e| e.errcode == Some(45009)).count() as f64 / part.len().max(1) as f64
+    };
+    let start = stats.arrivals()[0];
+    let (early, late) = (share(start, start + 1.0), share(start + 3.0, f64::MAX));
+    assert!(late < early, "45009 share {early:.2} at first, {late:.2} after adapting");
     assert!(stats.cancelled_once(150));
 }
 
@@ -291,10 +297,13 @@ fn rehearsal_on_the_samples() {
 #[test]
 fn concurrency_opens_fully_after_the_first_answer() {
     let w = Workdir::new();
-    w.orders("in.csv", 24);
+    // 16 rows: the canary, then two rounds of 8. With the bug, in-flight
+    // requests grow 1, 2, 3, ... and never reach 8. A long latency keeps the
+    // test meaningful on a loaded machine.
+    w.orders("in.csv", 16);
     let mut c = sim_config();
-    c.faults = Faults { latency: Duration::from_millis(300), ..Faults::default() };
+    c.faults = Faults { latency: Duration::from_millis(1000), ..Faults::default() };
     let sim = start(c);
-    w.live("in.csv", "out.csv", &sim).args(["--concurrency", "8", "--rate", "1000"]).assert().code(0);
+    w.live("in.csv", "out.csv", &sim).args(["--concurrency", "8", "--rate", "1000", "--timeout", "5"]).assert().code(0);
     assert_eq!(sim.stats().max_in_flight, 8, "all 8 workers in flight at once");
 }
