@@ -157,3 +157,35 @@ fn an_existing_results_file_is_never_overwritten_and_resume_needs_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(sim.stats().log.is_empty(), "nothing sent");
 }
+
+#[test]
+fn a_second_ctrl_c_quits_at_once_and_resume_still_completes() {
+    let w = Workdir::new();
+    w.orders("in.csv", 40);
+    let mut c = sim_config();
+    // Slow answers: a graceful stop would wait for them; a second Ctrl-C must not.
+    c.faults = midas_cancel::sim::Faults { latency: std::time::Duration::from_secs(3), ..Default::default() };
+    let sim = start(c);
+    let child = w.spawn_live("in.csv", "out.csv", &sim, &["--concurrency", "8", "--timeout", "10"]);
+    w.wait_for_lines("out.csv", 1); // the canary answered: 8 requests now in flight
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let kill = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    kill("-INT");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let second = std::time::Instant::now();
+    kill("-INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    assert!(second.elapsed() < std::time::Duration::from_secs(2), "quit without waiting for in-flight answers");
+    let r = Results::read(&w.path("out.csv"));
+    assert!(r.rows.len() < 40, "in-flight rows are absent: {}", r.rows.len());
+
+    let mut c = sim_config();
+    c.orders = sim.stats().cancels.keys().map(|b| (b.clone(), OrderState::Cancelled)).collect();
+    let second_sim = start(c); // Midas remembers what the first run cancelled
+    w.live("in.csv", "out.csv", &second_sim).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 40);
+    assert!(r.rows.iter().all(|row| row["category"] == "cancelled" || row["category"] == "already_returned"));
+}
