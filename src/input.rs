@@ -277,7 +277,7 @@ impl Input {
             }
         }
         let header = Header::resolve(&self.display, &first, mapping)?;
-        Ok(Rows { csv, header, display: self.display.clone(), row: 0, record: csv::StringRecord::new() })
+        Ok(Rows { csv, header, display: self.display.clone(), row: 0 })
     }
 
     fn csv_err(&self, e: &csv::Error) -> InputError {
@@ -469,7 +469,6 @@ pub struct Rows {
     header: Header,
     display: String,
     row: u64,
-    record: csv::StringRecord,
 }
 
 /// One data row as read: its 1-based row number, its line in the file and cells.
@@ -502,6 +501,25 @@ impl Rows {
         &self.header
     }
 
+    /// Reads the next data row into `record` (blank rows skipped); returns
+    /// its row and line numbers, or `None` at the end.
+    fn read_row(&mut self, record: &mut csv::StringRecord) -> Result<Option<(u64, u64)>, InputError> {
+        loop {
+            match self.csv.read_record(record) {
+                Ok(false) => return Ok(None),
+                Ok(true) if is_blank(record) => continue,
+                Ok(true) => {
+                    self.row += 1;
+                    return Ok(Some((self.row, record.position().map(|p| p.line()).unwrap_or(0))));
+                }
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    return Err(InputError::Csv { path: self.display.clone(), line, message: e.to_string() });
+                }
+            }
+        }
+    }
+
     /// Refills `batch` with up to `max` rows; an empty batch means the end.
     pub fn fill(&mut self, batch: &mut RowBatch, max: usize) -> Result<(), InputError> {
         batch.len = 0;
@@ -510,20 +528,9 @@ impl Rows {
                 batch.rows.push(RawRow { row: 0, line: 0, record: csv::StringRecord::new() });
             }
             let slot = &mut batch.rows[batch.len];
-            match self.csv.read_record(&mut slot.record) {
-                Ok(false) => break,
-                Ok(true) if is_blank(&slot.record) => continue,
-                Ok(true) => {
-                    self.row += 1;
-                    slot.row = self.row;
-                    slot.line = slot.record.position().map(|p| p.line()).unwrap_or(0);
-                    batch.len += 1;
-                }
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    return Err(InputError::Csv { path: self.display.clone(), line, message: e.to_string() });
-                }
-            }
+            let Some((row, line)) = self.read_row(&mut slot.record)? else { break };
+            (slot.row, slot.line) = (row, line);
+            batch.len += 1;
         }
         Ok(())
     }
@@ -532,21 +539,8 @@ impl Rows {
 impl Iterator for Rows {
     type Item = Result<RawRow, InputError>;
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.csv.read_record(&mut self.record) {
-                Ok(false) => return None,
-                Ok(true) if is_blank(&self.record) => continue,
-                Ok(true) => {
-                    self.row += 1;
-                    let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-                    return Some(Ok(RawRow { row: self.row, line, record: std::mem::take(&mut self.record) }));
-                }
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    return Some(Err(InputError::Csv { path: self.display.clone(), line, message: e.to_string() }));
-                }
-            }
-        }
+        let mut record = csv::StringRecord::new();
+        self.read_row(&mut record).transpose().map(|r| r.map(|(row, line)| RawRow { row, line, record }))
     }
 }
 
