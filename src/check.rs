@@ -18,7 +18,7 @@ pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
         let raw = raw?;
         match classifier.classify(&header, &raw, &cfg.session_keys) {
             Verdict::Ready(_) => ready += 1,
-            Verdict::Rejected { category, message } => {
+            Verdict::Rejected { category, message, .. } => {
                 writeln!(out, "row {}: {category}: {message}", raw.row)?;
                 tally.add(category);
             }

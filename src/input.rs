@@ -926,7 +926,9 @@ pub enum Verdict {
     /// Valid, first of its bill_no, and sendable under the `--mp-sig` mode.
     Ready(Order),
     /// Not to be sent: invalid_input, duplicate or missing_session_key.
-    Rejected { category: Category, message: String },
+    /// `valid` says whether the row itself passed validation (its API columns
+    /// are then written verbatim).
+    Rejected { category: Category, message: String, valid: bool },
 }
 
 /// The in-order part of classification: duplicate detection (first row wins)
@@ -967,7 +969,9 @@ impl Classifier {
     pub fn classify(&mut self, header: &Header, raw: &RawRow, keys: &SessionKeys) -> Verdict {
         let v = validate(header, raw, keys);
         match self.decide(raw.row, raw.line, v.facts()) {
-            Some((category, message)) => Verdict::Rejected { category, message },
+            Some((category, message)) => {
+                Verdict::Rejected { category, message, valid: matches!(v, Validated::Valid(_)) }
+            }
             None => match v {
                 Validated::Valid(o) => Verdict::Ready(o.to_owned()),
                 Validated::Invalid { .. } => unreachable!("an invalid row is never sent"),
@@ -1071,7 +1075,9 @@ mod tests {
         let v3 = c.classify(&h, &raw(3, &["b2", "o", "1"]), &k);
         assert!(matches!(v1, Verdict::Rejected { category: Category::InvalidInput, .. }));
         match v2 {
-            Verdict::Rejected { category: Category::Duplicate, message } => assert!(message.contains("row 1")),
+            Verdict::Rejected { category: Category::Duplicate, message, valid } => {
+                assert!(message.contains("row 1") && valid)
+            }
             v => panic!("{v:?}"),
         }
         assert!(matches!(v3, Verdict::Ready(_)));

@@ -204,8 +204,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     for row in rows.by_ref() {
         let row = row?;
         total += 1;
-        let v = input::validate(&header, &row, &cfg.input.session_keys);
-        if classifier.decide(row.row, row.line, v.facts()).is_none() {
+        if matches!(classifier.classify(&header, &row, &cfg.input.session_keys), input::Verdict::Ready(_)) {
             ready += 1;
         }
     }

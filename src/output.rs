@@ -67,6 +67,11 @@ impl Outcome {
     pub fn unsent(category: Category, errmsg: impl Into<String>) -> Self {
         Outcome { category, errcode: None, errmsg: errmsg.into(), attempts: 0, ts: None }
     }
+
+    /// A row never attempted because the run was stopped.
+    pub fn skipped() -> Self {
+        Outcome::unsent(Category::Skipped, "not attempted: the run was stopped")
+    }
 }
 
 /// What a dry run produced for one row.

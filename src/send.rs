@@ -11,7 +11,7 @@ use crate::api::{cancel_body, Action, Transport};
 use crate::category::Category;
 use crate::config::RunConfig;
 use crate::dryrun::unix_now;
-use crate::input::{validate, Classifier, Input, Order, RawRow, Validated};
+use crate::input::{Classifier, Input, Order, RawRow, Verdict};
 use crate::output::{Outcome, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
@@ -466,10 +466,8 @@ fn write_results(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        pending.push(first.outcome.category);
-        writer.write_live(&first.raw, first.valid, &first.outcome).context("cannot write the results file")?;
-        while pending.len() < GROUP {
-            let Ok(f) = finished.try_recv() else { break };
+        // Everything that finished meanwhile joins this group.
+        for f in std::iter::once(first).chain(std::iter::from_fn(|| finished.try_recv().ok())).take(GROUP) {
             pending.push(f.outcome.category);
             writer.write_live(&f.raw, f.valid, &f.outcome).context("cannot write the results file")?;
         }
@@ -567,34 +565,23 @@ pub fn run(
         let feed = (|| -> anyhow::Result<()> {
             for raw in rows.by_ref() {
                 let raw = raw?;
-                let v = validate(&header, &raw, &cfg.input.session_keys);
-                // Still classified, so duplicates are judged exactly as the
-                // first time; but a row already final is not written again.
-                let already = done.get(raw.row as usize - 1).copied().unwrap_or(false);
-                let decision = match (classifier.decide(raw.row, raw.line, v.facts()), &v) {
-                    (Some((category, message)), v) => {
-                        Err((matches!(v, Validated::Valid(_)), Outcome::unsent(category, message)))
-                    }
-                    (None, Validated::Valid(o)) => Ok(o.to_owned()),
-                    (None, Validated::Invalid { .. }) => unreachable!("an invalid row is never sent"),
-                };
-                drop(v);
-                if already {
+                // Classified even when already final, so duplicates are judged
+                // exactly as the first time; a final row is not written again.
+                let verdict = classifier.classify(&header, &raw, &cfg.input.session_keys);
+                if done.get(raw.row as usize - 1).copied().unwrap_or(false) {
                     continue;
                 }
-                let finished = match decision {
-                    Ok(order) if !control.stopped() => {
+                let finished = match verdict {
+                    Verdict::Ready(order) if !control.stopped() => {
                         if to_workers.send(Job { raw, order }).is_err() {
                             anyhow::bail!("the workers stopped unexpectedly");
                         }
                         continue;
                     }
-                    Ok(_) => Finished {
-                        raw,
-                        valid: true,
-                        outcome: Outcome::unsent(Category::Skipped, "not attempted: the run was stopped"),
-                    },
-                    Err((valid, outcome)) => Finished { raw, valid, outcome },
+                    Verdict::Ready(_) => Finished { raw, valid: true, outcome: Outcome::skipped() },
+                    Verdict::Rejected { category, message, valid } => {
+                        Finished { raw, valid, outcome: Outcome::unsent(category, message) }
+                    }
                 };
                 if to_writer.send(finished).is_err() {
                     anyhow::bail!("the results writer stopped unexpectedly");
