@@ -242,9 +242,8 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
-    let target = if cfg.resume {
+    let (file, done, prior) = if cfg.resume {
         let (found, file) = resume::prepare(&cfg.output, &header, total)?;
-        resume::write_fingerprint(&cfg.output, &fingerprint)?;
         reporter.info(&format!(
             "resuming {}: {} rows final already, {} to attempt again{}",
             cfg.output.display(),
@@ -252,20 +251,14 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
             total - found.tally.total(),
             if found.torn { " (a torn last line was dropped)" } else { "" }
         ));
-        send::Target {
-            writer: output::ResultsWriter::new(file, &header, output::Layout::Live, false)?,
-            done: found.done,
-            prior: found.tally,
-        }
+        (file, found.done, found.tally)
     } else {
-        let file = create_output(&cfg.output)?;
-        resume::write_fingerprint(&cfg.output, &fingerprint)?;
-        send::Target {
-            writer: output::ResultsWriter::new(file, &header, output::Layout::Live, true)?,
-            done: Vec::new(),
-            prior: Default::default(),
-        }
+        (create_output(&cfg.output)?, Vec::new(), Default::default())
     };
+    resume::write_fingerprint(&cfg.output, &fingerprint)?;
+    // A resumed file already has its header.
+    let writer = output::ResultsWriter::new(file, &header, output::Layout::Live, !cfg.resume)?;
+    let target = send::Target { writer, done, prior };
     let control = Arc::new(send::Control::default());
     let handler_control = control.clone();
     let presses = std::sync::atomic::AtomicU32::new(0);
