@@ -96,15 +96,16 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
         let writer_thread = scope.spawn(move || -> anyhow::Result<(Tally, Vec<String>)> {
             let mut tally = Tally::default();
             let mut problems = Vec::new();
-            let bill_col = header.column(Field::BillNo).expect("bill_no column resolved");
-            let openid_col = header.column(Field::Openid).expect("openid column resolved");
+            let mut first_batch = true;
             for (batch, signed) in writing {
+                if let (true, Some(last)) = (std::mem::take(&mut first_batch), batch.rows().last()) {
+                    classifier.reserve_for(input.size(), last);
+                }
                 for (raw, s) in batch.rows().iter().zip(signed) {
-                    let cell = |c: usize| raw.record.get(c).map(str::trim).unwrap_or("");
                     let facts = Facts {
-                        bill_no: s.bill_no_valid.then(|| cell(bill_col)),
+                        bill_no: s.bill_no_valid.then(|| header.cell(raw, Field::BillNo)),
                         problem: s.problem.as_deref(),
-                        openid: cell(openid_col),
+                        openid: header.cell(raw, Field::Openid),
                         has_session_key: s.has_session_key,
                     };
                     let mut out = s.out;

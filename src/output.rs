@@ -107,7 +107,7 @@ impl<W: Write> ResultsWriter<W> {
         for (i, _) in self.header.output_columns() {
             let cell = raw.record.get(i).unwrap_or("");
             if valid && self.header.field_of(i).is_some() {
-                self.csv.write_field(cell.trim())?;
+                self.csv.write_field(crate::input::trim(cell))?;
             } else {
                 self.csv.write_field(guard(cell).as_ref())?;
             }
