@@ -101,15 +101,25 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
                 if let (true, Some(last)) = (std::mem::take(&mut first_batch), batch.rows().last()) {
                     classifier.reserve_for(input.size(), last);
                 }
-                for (raw, s) in batch.rows().iter().zip(signed) {
-                    let facts = Facts {
-                        bill_no: s.bill_no_valid.then(|| header.cell(raw, Field::BillNo)),
-                        problem: s.problem.as_deref(),
-                        openid: header.cell(raw, Field::Openid),
-                        has_session_key: s.has_session_key,
-                    };
+                let rows = batch.rows();
+                let facts: Vec<(u64, u64, Facts<'_>)> = rows
+                    .iter()
+                    .zip(&signed)
+                    .map(|(raw, s)| {
+                        let facts = Facts {
+                            bill_no: s.bill_no_valid.then(|| header.cell(raw, Field::BillNo)),
+                            problem: s.problem.as_deref(),
+                            openid: header.cell(raw, Field::Openid),
+                            has_session_key: s.has_session_key,
+                        };
+                        (raw.row, raw.line, facts)
+                    })
+                    .collect();
+                let decisions = classifier.decide_batch(&facts);
+                drop(facts);
+                for ((raw, s), decision) in rows.iter().zip(signed).zip(decisions) {
                     let mut out = s.out;
-                    if let Some((category, message)) = classifier.decide(raw.row, raw.line, facts) {
+                    if let Some((category, message)) = decision {
                         out = DrySigned { category, ts: None, sig: None, mp_sig: None };
                         if problems.len() < SHOWN_PROBLEMS {
                             problems.push(message);
