@@ -30,7 +30,6 @@ fn main() -> anyhow::Result<()> {
         let mut sc = SimConfig::new(APP_KEY);
         sc.app_secret = SECRET.into();
         sc.keep_log = true;
-        sc.threads = concurrency + 8;
         sc.faults.latency = Duration::from_millis(latency_ms);
         let sim = Simulator::start(sc, None)?;
         let rows = (rate * seconds) as usize;

@@ -143,7 +143,6 @@ fn rehearsal_simulator(cfg: &RunConfig) -> anyhow::Result<sim::Simulator> {
     let mut sc = sim::SimConfig::new(config::REHEARSAL_APP_KEY);
     sc.app_secret = config::REHEARSAL_APP_SECRET.into();
     sc.session_keys = cfg.input.session_keys.clone();
-    sc.threads = cfg.send.concurrency + 4;
     sim::Simulator::start(sc, None)
 }
 

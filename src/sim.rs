@@ -9,7 +9,7 @@ use crate::input::{check_bill_no, SessionKeys};
 use crate::sign::{self, CancelParams, Signer};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -114,7 +114,6 @@ pub struct SimConfig {
     /// Keep a request log in memory (tests read it).
     pub keep_log: bool,
     pub seed: u64,
-    pub threads: usize,
 }
 
 impl SimConfig {
@@ -134,7 +133,6 @@ impl SimConfig {
             faults: Faults::default(),
             keep_log: false,
             seed: 1,
-            threads: 32,
         }
     }
 }
@@ -217,11 +215,16 @@ struct State {
 }
 
 /// A running simulator; stops when dropped.
+///
+/// It serves HTTP/1.1 with hyper on a small tokio runtime of its own: every
+/// connection is a task and latency is an async sleep, so any number of
+/// requests can be in flight at once. (A fixed pool of server threads, as
+/// tiny_http has, could leave a new connection queued behind kept-alive ones
+/// until the client timed out.)
 pub struct Simulator {
     url: String,
-    server: Arc<tiny_http::Server>,
     state: Arc<Mutex<State>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// What a handled request turns into.
@@ -246,8 +249,10 @@ fn unix_now_f64() -> f64 {
 impl Simulator {
     /// Binds 127.0.0.1:`cfg.port` (0 = any free port) and starts serving.
     pub fn start(cfg: SimConfig, log_path: Option<&Path>) -> anyhow::Result<Simulator> {
-        let server = tiny_http::Server::http(("127.0.0.1", cfg.port)).map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
-        let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(cfg.port);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", cfg.port))
+            .map_err(|e| anyhow::anyhow!("simulator: cannot listen on 127.0.0.1:{}: {e}", cfg.port))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
         let log_file = match log_path {
             Some(p) => Some(std::fs::File::create(p)?),
             None => None,
@@ -268,16 +273,17 @@ impl Simulator {
             in_flight: 0,
             cfg,
         }));
-        let server = Arc::new(server);
-        let started = Instant::now();
-        let n = state.lock().expect("sim lock").cfg.threads.max(1);
-        let threads = (0..n)
-            .map(|_| {
-                let (server, state) = (server.clone(), state.clone());
-                std::thread::spawn(move || serve(&server, &state, started))
-            })
-            .collect();
-        Ok(Simulator { url: format!("http://127.0.0.1:{port}"), server, state, threads })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("midas-simulator")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        runtime.spawn(accept_loop(listener, state.clone(), Instant::now()));
+        Ok(Simulator { url: format!("http://127.0.0.1:{port}"), state, runtime: Some(runtime) })
     }
 
     /// The base URL to give `run --base-url`.
@@ -293,11 +299,9 @@ impl Simulator {
 
 impl Drop for Simulator {
     fn drop(&mut self) {
-        for _ in &self.threads {
-            self.server.unblock();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        // Stops at once: held (dropped-reply) connections are simply closed.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -306,53 +310,77 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 86400)
 }
 
-fn serve(server: &tiny_http::Server, state: &Mutex<State>, started: Instant) {
-    while let Ok(mut req) = server.recv() {
-        let mut body = Vec::new();
-        let _ = req.as_reader().take(1 << 20).read_to_end(&mut body);
-        let url = req.url().to_string();
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("").to_string();
-        let arrived = Instant::now();
-        let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI;
-        let (response, latency) = {
-            let mut st = state.lock().expect("sim lock");
-            if is_cancel {
-                st.in_flight += 1;
-                st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
-            }
-            let latency = st.cfg.faults.latency;
-            let r = match (req.method(), path) {
-                (tiny_http::Method::Post, sign::PROD_URI) => st.cancel(false, &token, &body, arrived, started),
-                (tiny_http::Method::Post, sign::SANDBOX_URI) => st.cancel(true, &token, &body, arrived, started),
-                (tiny_http::Method::Post, "/cgi-bin/stable_token") => st.stable_token(&body),
-                (_, "/cgi-bin/token") => {
-                    st.stats.get_token_calls += 1;
-                    answer(-1, "GET /cgi-bin/token would revoke the game's token: the simulator refuses it")
-                }
-                _ => Response::Json(404, "not found".into()),
-            };
-            (r, latency)
-        };
-        if !latency.is_zero() {
-            std::thread::sleep(latency);
-        }
+type Reply = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>, started: Instant) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, state.clone(), started));
+            // A client that goes away mid-request is not the simulator's concern.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    req: hyper::Request<hyper::body::Incoming>,
+    state: Arc<Mutex<State>>,
+    started: Instant,
+) -> std::io::Result<Reply> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, 1 << 20)
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("").to_string();
+    let post = parts.method == hyper::Method::POST;
+    let arrived = Instant::now();
+    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI;
+    let (response, latency) = {
+        let mut st = state.lock().expect("sim lock");
         if is_cancel {
-            state.lock().expect("sim lock").in_flight -= 1;
+            st.in_flight += 1;
+            st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
         }
-        match response {
-            Response::Json(status, text) => {
-                let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
-                let _ =
-                    req.respond(tiny_http::Response::from_string(text).with_status_code(status).with_header(header));
+        let latency = st.cfg.faults.latency;
+        let r = match (post, path) {
+            (true, sign::PROD_URI) => st.cancel(false, &token, &body, arrived, started),
+            (true, sign::SANDBOX_URI) => st.cancel(true, &token, &body, arrived, started),
+            (true, "/cgi-bin/stable_token") => st.stable_token(&body),
+            (_, "/cgi-bin/token") => {
+                st.stats.get_token_calls += 1;
+                answer(-1, "GET /cgi-bin/token would revoke the game's token: the simulator refuses it")
             }
-            Response::Drop => {
-                // Hold the connection without answering until the client gives up.
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_secs(60));
-                    drop(req);
-                });
-            }
+            _ => Response::Json(404, "not found".into()),
+        };
+        (r, latency)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if is_cancel {
+        state.lock().expect("sim lock").in_flight -= 1;
+    }
+    match response {
+        Response::Json(status, text) => hyper::Response::builder()
+            .status(status)
+            .header("Content-Type", "application/json")
+            .body(text.into())
+            .map_err(std::io::Error::other),
+        Response::Drop => {
+            // Hold the connection without answering until the client gives
+            // up (or the simulator stops), then close it.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Err(std::io::Error::other("reply dropped on purpose"))
         }
     }
 }

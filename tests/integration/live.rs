@@ -298,10 +298,7 @@ fn rehearsal_on_the_samples() {
 fn concurrency_opens_fully_after_the_first_answer() {
     let w = Workdir::new();
     // 24 rows: the canary, then rounds of 8. With the bug, in-flight
-    // requests grow 1, 2, 3, ... and never reach 8 (1+...+7 = 28 > 24). The
-    // simulator's HTTP server (tiny_http) can stall one of a burst of *new*
-    // connections in its thread pool, so round two may fall short; round
-    // three reuses the kept-alive connections and opens none.
+    // requests grow 1, 2, 3, ... and never reach 8 (1+...+7 = 28 > 24).
     w.orders("in.csv", 24);
     let mut c = sim_config();
     c.faults = Faults { latency: Duration::from_millis(1000), ..Faults::default() };
