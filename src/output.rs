@@ -152,6 +152,74 @@ impl<W: Write> ResultsWriter<W> {
     }
 }
 
+/// Whether the file's last byte is a line end: a last line without one was
+/// cut mid-write, even when what is left of it still parses.
+pub fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let at = file.stream_position()?;
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut last)?;
+    file.seek(SeekFrom::Start(at))?;
+    Ok(last[0] == b'\n')
+}
+
+/// The category of a results line that has the file's `width` fields.
+pub fn line_category(rec: &csv::ByteRecord, width: usize, category_col: usize) -> Result<Category, String> {
+    if rec.len() != width {
+        return Err(format!("{} fields instead of {width}", rec.len()));
+    }
+    let cell = std::str::from_utf8(rec.get(category_col).unwrap_or(b"")).map_err(|_| "not UTF-8".to_string())?;
+    cell.parse().map_err(|e: crate::category::UnknownCategory| e.to_string())
+}
+
+/// The one reader of a results file's lines after its header, for resume,
+/// `report` and the end-of-run summary alike. Each line is judged by
+/// `judge` once the next read tells whether it was the last, then handed to
+/// `keep`. The last line is a torn tail, skipped, when the file does not end
+/// with a line end, when it does not pass `judge`, or when unreadable bytes
+/// follow it; a run killed mid-write leaves exactly that. Any other line that
+/// does not pass is damage, and an error naming it. Returns whether a torn
+/// tail was skipped.
+pub fn read_results<R: std::io::Read, T>(
+    rdr: &mut csv::Reader<R>,
+    name: &str,
+    ends_with_newline: bool,
+    mut judge: impl FnMut(&csv::ByteRecord) -> Result<T, String>,
+    mut keep: impl FnMut(T, &csv::ByteRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let mut rec = csv::ByteRecord::new();
+    let mut pending: Option<(u64, Result<T, String>, csv::ByteRecord)> = None;
+    let mut torn = false;
+    loop {
+        let next = rdr.read_byte_record(&mut rec);
+        let last = !matches!(next, Ok(true));
+        if let Some((line, judged, record)) = pending.take() {
+            match judged {
+                _ if last && !ends_with_newline => torn = true,
+                Ok(t) => keep(t, &record)?,
+                Err(_) if last => torn = true,
+                Err(why) => {
+                    anyhow::bail!("{name} line {line} is damaged ({why}); move the file away, or repair that line")
+                }
+            }
+        }
+        match next {
+            Ok(true) => {
+                let line = rec.position().map_or(0, |p| p.line());
+                pending = Some((line, judge(&rec), rec.clone()));
+            }
+            Ok(false) => return Ok(torn),
+            // Unreadable bytes can only be a torn tail.
+            Err(_) => return Ok(true),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

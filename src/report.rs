@@ -3,7 +3,7 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::{Category, ALL};
-use crate::output::{unguard, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, line_category, read_results, unguard, DRY_COLUMNS, LIVE_COLUMNS};
 use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
@@ -186,12 +186,30 @@ impl Summary {
     }
 }
 
+/// A results file opened for reading, past its header.
+struct Opened {
+    rdr: csv::Reader<std::fs::File>,
+    cols: Columns,
+    name: String,
+    ends_with_newline: bool,
+}
+
+impl Opened {
+    /// Reads every whole line (see [`read_results`]) as its category and
+    /// record; returns whether a torn last line was skipped.
+    fn lines(&mut self, keep: impl FnMut(Category, &csv::ByteRecord) -> anyhow::Result<()>) -> anyhow::Result<bool> {
+        let (width, category) = (self.cols.headers.len(), self.cols.category);
+        let judge = |rec: &csv::ByteRecord| line_category(rec, width, category);
+        read_results(&mut self.rdr, &self.name, self.ends_with_newline, judge, keep)
+    }
+}
+
 /// Opens a results file and recognises its layout.
-pub fn open(path: &Path) -> anyhow::Result<(csv::Reader<std::fs::File>, Columns)> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+fn open(path: &Path) -> anyhow::Result<Opened> {
+    let name = path.display().to_string();
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+    let ends_with_newline = ends_with_newline(&mut file).with_context(|| format!("cannot read {name}"))?;
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     let headers: Vec<String> = rdr.headers()?.iter().map(String::from).collect();
     let Some(cols) = Columns::detect(&headers) else {
         bail!(
@@ -201,7 +219,7 @@ pub fn open(path: &Path) -> anyhow::Result<(csv::Reader<std::fs::File>, Columns)
             DRY_COLUMNS.join(",")
         );
     };
-    Ok((rdr, cols))
+    Ok(Opened { rdr, cols, name, ends_with_newline })
 }
 
 /// Parses a money-like cell exactly ("600", "12.50", a guarded "'-3").
@@ -211,7 +229,8 @@ fn parse_amount(cell: &str) -> Option<Decimal> {
 
 /// Summarises a results file, streaming; `sum` names a column to total.
 pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
-    let (mut rdr, cols) = open(path)?;
+    let mut file = open(path)?;
+    let cols = &file.cols;
     let sum_col = match sum {
         Some(name) => Some(cols.input.clone().find(|&i| cols.headers[i] == name).with_context(|| {
             format!(
@@ -224,42 +243,21 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
     };
     let mut summary = Summary { kind: cols.kind, ..Summary::default() };
     let mut sums = sum.map(|c| Sums { column: c.to_string(), ..Sums::default() });
-    let mut rec = csv::StringRecord::new();
-    let mut pending: Option<csv::StringRecord> = None;
-    loop {
-        let more = match rdr.read_record(&mut rec) {
-            Ok(m) => m,
-            Err(_) => {
-                summary.torn = true;
-                false
-            }
-        };
-        if let Some(r) = pending.take() {
-            match r.get(cols.category).and_then(|c| c.parse::<Category>().ok()) {
-                Some(c) if r.len() == cols.headers.len() => {
-                    summary.tally.add(c);
-                    if let (Some(s), Some(i)) = (sums.as_mut(), sum_col) {
-                        match parse_amount(r.get(i).unwrap_or("")) {
-                            Some(v) => {
-                                *s.by_category.entry(c.as_str().to_string()).or_default() += v;
-                                s.total += v;
-                            }
-                            None => s.unparsable += 1,
-                        }
-                    }
+    summary.torn = file.lines(|c, rec| {
+        summary.tally.add(c);
+        if let (Some(s), Some(i)) = (sums.as_mut(), sum_col) {
+            match std::str::from_utf8(rec.get(i).unwrap_or(b"")).ok().and_then(parse_amount) {
+                Some(v) => {
+                    *s.by_category.entry(c.as_str().to_string()).or_default() += v;
+                    s.total += v;
                 }
-                // A run may be writing this very line right now.
-                _ if !more => summary.torn = true,
-                _ => bail!("{} line {} is damaged", path.display(), r.position().map_or(0, |p| p.line())),
+                None => s.unparsable += 1,
             }
         }
-        if !more {
-            break;
-        }
-        pending = Some(rec.clone());
-    }
+        Ok(())
+    })?;
     summary.sums = sums;
-    if cols.kind == Kind::Live {
+    if summary.kind == Kind::Live {
         if let Ok(text) = std::fs::read_to_string(crate::resume::fingerprint_path(path)) {
             if let Ok(fp) = serde_json::from_str::<crate::resume::Fingerprint>(&text) {
                 summary.missing = Some(fp.rows.saturating_sub(summary.tally.total()));
@@ -272,18 +270,19 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
 /// Writes the input columns of rows in `categories` as a CSV that `run` takes
 /// back (pass-through cells un-guarded, results columns dropped).
 pub fn write_only(path: &Path, categories: &[Category], out: impl std::io::Write) -> anyhow::Result<u64> {
-    let (mut rdr, cols) = open(path)?;
+    let mut file = open(path)?;
+    let input = file.cols.input.clone();
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(&cols.headers[cols.input.clone()])?;
+    w.write_record(&file.cols.headers[input.clone()])?;
     let mut n = 0;
-    for rec in rdr.records() {
-        let Ok(rec) = rec else { break };
-        let Some(c) = rec.get(cols.category).and_then(|c| c.parse::<Category>().ok()) else { continue };
-        if categories.contains(&c) && rec.len() == cols.headers.len() {
-            w.write_record(cols.input.clone().map(|i| unguard(rec.get(i).unwrap_or(""))))?;
+    file.lines(|c, rec| {
+        if categories.contains(&c) {
+            let cell = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).unwrap_or("");
+            w.write_record(input.clone().map(|i| unguard(cell(i))))?;
             n += 1;
         }
-    }
+        Ok(())
+    })?;
     w.flush()?;
     Ok(n)
 }

@@ -8,7 +8,7 @@
 
 use crate::category::Category;
 use crate::input::Header;
-use crate::output::{header_row, Layout, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, header_row, line_category, read_results, Layout, LIVE_COLUMNS};
 use crate::report::Tally;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -126,14 +126,7 @@ pub struct Resumed {
 pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<(Resumed, File)> {
     let name = output.display().to_string();
     let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
-    let len = file.metadata()?.len();
-    let ends_with_newline = len > 0 && {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)?;
-        file.seek(SeekFrom::Start(0))?;
-        last[0] == b'\n'
-    };
+    let ends_with_newline = ends_with_newline(&mut file)?;
     let expected = header_row(header, Layout::Live);
     // Cut before the header line was complete: nothing was sent yet (the
     // header is synced before the first request), so nothing is recorded.
@@ -145,10 +138,9 @@ pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     };
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
     let mut rec = csv::ByteRecord::new();
-    if !header_complete {
-        rec = csv::ByteRecord::from(expected.clone());
-    } else if !rdr.read_byte_record(&mut rec).with_context(|| format!("cannot read {name}"))?
-        || rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>() != expected
+    if header_complete
+        && (!rdr.read_byte_record(&mut rec).with_context(|| format!("cannot read {name}"))?
+            || rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>() != expected)
     {
         bail!(
             "cannot resume {name}: its header is not that of a live run over this input \
@@ -161,41 +153,17 @@ pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
         csv::Writer::from_writer(File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
     kept.write_record(&expected)?;
     let mut res = Resumed { done: vec![false; total_rows as usize], ..Resumed::default() };
-    // Each record is judged once the next read tells whether it was the last.
-    let mut pending: Option<Pending> = None;
-    loop {
-        let next = if header_complete { rdr.read_byte_record(&mut rec) } else { Ok(false) };
-        let more = matches!(next, Ok(true));
-        if let Some((line, parsed, record)) = pending.take() {
-            // A last line without its line end was cut mid-write: dropped,
-            // and its row sent again.
-            let torn = !more && (!ends_with_newline || parsed.is_err());
-            match parsed {
-                _ if torn => res.torn = true,
-                Ok((row, category)) if category.is_final() => {
-                    let slot = &mut res.done[row as usize - 1];
-                    if !*slot {
-                        *slot = true;
-                        res.tally.add(category);
-                        kept.write_byte_record(&record)?;
-                    }
-                }
-                Ok(_) => res.retried += 1,
-                Err(why) => bail!("{name} line {line} is damaged ({why}); move the file away, or repair that line"),
+    if header_complete {
+        let judge = |rec: &csv::ByteRecord| parse_line(rec, expected.len(), row_col, cat_col, total_rows);
+        res.torn = read_results(&mut rdr, &name, ends_with_newline, judge, |(row, category), record| {
+            if !category.is_final() {
+                res.retried += 1;
+            } else if !std::mem::replace(&mut res.done[row as usize - 1], true) {
+                res.tally.add(category);
+                kept.write_byte_record(record)?;
             }
-        }
-        match next {
-            Ok(true) => {
-                let line = rec.position().map_or(0, |p| p.line());
-                pending = Some((line, parse_line(&rec, expected.len(), row_col, cat_col, total_rows), rec.clone()));
-            }
-            Ok(false) => break,
-            // Unreadable bytes can only be a torn tail.
-            Err(_) => {
-                res.torn = true;
-                break;
-            }
-        }
+            Ok(())
+        })?;
     }
     let mut f = kept.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     f.flush()?;
@@ -205,9 +173,7 @@ pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     Ok((res, file))
 }
 
-/// A record read but not yet judged: its line, its parse, its bytes.
-type Pending = (u64, Result<(u64, Category), String>, csv::ByteRecord);
-
+/// The row and category of a live results line.
 fn parse_line(
     rec: &csv::ByteRecord,
     width: usize,
@@ -215,16 +181,13 @@ fn parse_line(
     cat_col: usize,
     total: u64,
 ) -> Result<(u64, Category), String> {
-    if rec.len() != width {
-        return Err(format!("{} fields instead of {width}", rec.len()));
+    let category = line_category(rec, width, cat_col)?;
+    let row = std::str::from_utf8(rec.get(row_col).unwrap_or(b"")).ok().and_then(|r| r.parse::<u64>().ok());
+    match row {
+        Some(row) if (1..=total).contains(&row) => Ok((row, category)),
+        Some(row) => Err(format!("row {row} is not in the input (1..={total})")),
+        None => Err("bad row number".to_string()),
     }
-    let field = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| "not UTF-8".to_string());
-    let row: u64 = field(row_col)?.parse().map_err(|_| "bad row number".to_string())?;
-    if row == 0 || row > total {
-        return Err(format!("row {row} is not in the input (1..={total})"));
-    }
-    let category: Category = field(cat_col)?.parse().map_err(|e: crate::category::UnknownCategory| e.to_string())?;
-    Ok((row, category))
 }
 
 #[cfg(test)]

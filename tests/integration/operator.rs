@@ -94,6 +94,35 @@ fn only_extracts_rows_that_run_takes_back() {
     assert_eq!(r.rows.iter().find(|row| row["bill_no"] == "B1").unwrap()["note"], "'=SUM(A1)", "guarded again");
 }
 
+/// report, --only and resume read results files with one reader: a last
+/// line cut mid-write (even one that still parses) is skipped, damage in
+/// the middle is an error naming the line.
+#[test]
+fn report_skips_a_torn_last_line_and_names_a_damaged_one() {
+    let w = Workdir::new();
+    let fixture = std::fs::read_to_string(FIXTURE).unwrap();
+    let whole = fixture.lines().count() - 1;
+    // Cut just before the final line end: the line still parses, but its
+    // last cell may be short, so it is not counted.
+    w.write("cut.csv", fixture.trim_end_matches('\n'));
+    let out = w.cmd().args(["report", "cut.csv", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    assert_eq!(v["torn_last_line"], true, "{v}");
+    assert_eq!(v["rows"], whole as u64 - 1, "{v}");
+    let all = ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",");
+    w.cmd().args(["report", "cut.csv", "--only", &all, "-o", "only.csv"]).assert().code(0);
+    assert_eq!(Results::read(&w.path("only.csv")).rows.len(), whole - 1);
+
+    let mut lines: Vec<&str> = fixture.lines().collect();
+    lines[3] = "B0003,oX,1,not,enough,fields";
+    w.write("damaged.csv", lines.join("\n") + "\n");
+    for args in [&["report", "damaged.csv"][..], &["report", "damaged.csv", "--only", "cancelled"]] {
+        let out = w.cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr_of(&out).contains("damaged.csv line 4 is damaged (6 fields instead of"), "{}", stderr_of(&out));
+    }
+}
+
 #[test]
 fn progress_is_hidden_when_stderr_is_not_a_terminal() {
     let w = Workdir::new();
