@@ -549,7 +549,15 @@ pub fn run(
             reporter.progress(t.total(), total, &status);
         };
         let writer = &mut target.writer;
-        let writer_thread = scope.spawn(move || write_results(writer, finished, tally_ref, control, &on_commit));
+        let writer_thread = scope.spawn(move || {
+            let written = write_results(writer, finished, tally_ref, control, &on_commit);
+            if let Err(e) = &written {
+                // Answers that cannot be recorded must not pile up: no new
+                // request leaves once the results file stops taking lines.
+                control.stop(StopReason::Breaker(format!("{e:#}")));
+            }
+            written
+        });
         for _ in 0..send.concurrency {
             let (jobs, to_writer, worker) = (jobs.clone(), to_writer.clone(), &worker);
             scope.spawn(move || {
@@ -592,7 +600,8 @@ pub fn run(
         drop(to_workers);
         drop(to_writer);
         let write = writer_thread.join().expect("writer thread panicked");
-        feed.and(write)
+        // A writer failure is the cause; the feeder only sees its effect.
+        write.and(feed)
     });
     reporter.finish_progress();
     written?;

@@ -38,6 +38,45 @@ fn sigkill_part_way_then_resume_completes_exactly_once() {
     assert!(sent < 300 + 16 + 2, "{sent} requests: only in-flight rows were re-sent");
 }
 
+/// A results file that stops growing part-way (a full disk; here a file-size
+/// limit, with SIGXFSZ ignored so the write fails with EFBIG): exit 3, the
+/// cause and the resume command on stderr, no new request after the failure,
+/// and `--resume` then completes with every order cancelled once.
+#[test]
+fn a_results_file_that_cannot_grow_stops_the_run_with_exit_3() {
+    let w = Workdir::new();
+    w.orders("in.csv", 300);
+    let sim = start(sim_config());
+    let live = w.live("in.csv", "out.csv", &sim);
+    // 4 blocks of 512 bytes: the header and a few dozen rows fit.
+    let out = std::process::Command::new("sh")
+        .current_dir(w.dir.path())
+        .env("MIDAS_APP_KEY", crate::harness::APP_KEY)
+        .env("WECHAT_APP_SECRET", crate::harness::APP_SECRET)
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 4; exec "$0" "$@""#)
+        .arg(live.get_program())
+        .args(live.get_args())
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot write the results file") && err.contains("File too large"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let file = std::fs::read(w.path("out.csv")).unwrap();
+    assert!(file.len() <= 2048, "{} bytes", file.len());
+    let recorded = file.iter().filter(|&&b| b == b'\n').count() - 1;
+    // Only requests already in flight when the file stopped growing go
+    // unrecorded; without the stop, each of the 16 workers sent one more.
+    let sent = sim.stats().log.len();
+    assert!(sent <= recorded + 8, "{sent} requests sent, {recorded} recorded");
+
+    w.live("in.csv", "out.csv", &sim).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 300);
+    assert!(sim.stats().cancelled_once(300), "every order cancelled, once");
+}
+
 #[test]
 fn sigint_finishes_in_flight_requests_marks_the_rest_skipped_then_resume() {
     let w = Workdir::new();
