@@ -1,14 +1,14 @@
 //! `check`: validate an export row by row without signing or sending.
 
 use crate::config::InputConfig;
-use crate::input::{Classifier, Input, Verdict};
+use crate::input::{Classifier, Verdict};
 use crate::report::Tally;
 use std::io::Write;
 
 /// Writes one line per bad row to `out`, then a summary line; returns the
 /// tally of rows that would not be sent.
 pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
-    let input = Input::open(&cfg.path, cfg.encoding, false)?;
+    let input = &cfg.opened;
     let rows = input.rows(&cfg.columns, None)?;
     let header = rows.header().clone();
     let mut classifier = Classifier::new(cfg.mp_sig);

@@ -2,7 +2,7 @@
 //! [`RunConfig`]. Nothing downstream reads flags or the environment.
 
 use crate::cli::{InputArgs, RunArgs};
-use crate::input::{ColumnMapping, EncodingName, MpSigMode, OrderRef, SessionKeys};
+use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, SessionKeys};
 use crate::secret::{Redactor, Secret};
 use crate::send::SendSettings;
 use crate::sign::CancelParams;
@@ -80,6 +80,9 @@ pub fn secret_from_env(env: EnvLookup<'_>, name: &str) -> anyhow::Result<Option<
 #[derive(Clone)]
 pub struct InputConfig {
     pub path: PathBuf,
+    /// The input, opened and scanned (encoding, size and, when asked for,
+    /// its SHA-256): a bad file is refused here, before anything else.
+    pub opened: Arc<Input>,
     pub columns: Vec<ColumnMapping>,
     pub encoding: Option<EncodingName>,
     pub session_keys: Arc<SessionKeys>,
@@ -87,7 +90,8 @@ pub struct InputConfig {
 }
 
 impl InputConfig {
-    pub fn resolve(path: &Path, args: &InputArgs, file: &FileConfig) -> anyhow::Result<InputConfig> {
+    /// `hash`: compute the input's SHA-256 (a live run's fingerprint).
+    pub fn resolve(path: &Path, args: &InputArgs, file: &FileConfig, hash: bool) -> anyhow::Result<InputConfig> {
         let mut columns = Vec::new();
         for (field, header) in &file.columns {
             let m: ColumnMapping =
@@ -96,14 +100,23 @@ impl InputConfig {
         }
         // Flags come last so that they win (the header lookup takes the last mapping).
         columns.extend(args.columns.iter().cloned());
-        let session_keys = match args.session_keys.as_ref().or(file.session_keys.as_ref()) {
-            Some(p) => Arc::new(SessionKeys::load(p)?),
-            None => Arc::default(),
-        };
+        let encoding = args.encoding.or(file.encoding);
+        // The input's scan and the keys' load each read a whole file before
+        // the first row can be signed: done side by side.
+        let (opened, session_keys) = std::thread::scope(|scope| {
+            let keys = scope.spawn(|| match args.session_keys.as_ref().or(file.session_keys.as_ref()) {
+                Some(p) => SessionKeys::load(p).map(Arc::new),
+                None => Ok(Arc::default()),
+            });
+            let opened = Input::open(path, encoding, hash);
+            (opened, keys.join().expect("session-key loader panicked"))
+        });
+        let (opened, session_keys) = (Arc::new(opened?), session_keys?);
         Ok(InputConfig {
             path: path.to_path_buf(),
+            opened,
             columns,
-            encoding: args.encoding.or(file.encoding),
+            encoding,
             session_keys,
             mp_sig: args.mp_sig.or(file.mp_sig).unwrap_or_default(),
         })
@@ -225,7 +238,6 @@ impl RunConfig {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let input = InputConfig::resolve(&args.input, &args.input_args, &file)?;
         let appid = args.appid.clone().or(file.appid.clone()).context(
             "no appid: pass --appid (or set appid in the --config file) to the Mini Game's appid, e.g. wx1234567",
         )?;
@@ -292,6 +304,8 @@ impl RunConfig {
             }
             (app_key, secret, token)
         };
+        // Last: the flags, config and secrets are checked before big files are read.
+        let input = InputConfig::resolve(&args.input, &args.input_args, &file, mode != Mode::DryRun)?;
         let mut redactor = Redactor::default();
         for s in [Some(&app_key), app_secret.as_ref(), access_token.as_ref()].into_iter().flatten() {
             redactor.add(s);

@@ -10,7 +10,7 @@
 
 use crate::category::Category;
 use crate::config::RunConfig;
-use crate::input::{validate, Classifier, Facts, Field, Input, RowBatch, Validated};
+use crate::input::{validate, Classifier, Facts, Field, RowBatch, Validated};
 use crate::output::{DrySigned, Layout, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
@@ -67,7 +67,7 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
 /// Runs the dry run into `out`; returns the categories written and the first
 /// few row problems.
 pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::Result<(Tally, Vec<String>)> {
-    let input = Input::open(&cfg.input.path, cfg.input.encoding, false)?;
+    let input = &*cfg.input.opened;
     let read_bytes = Arc::new(AtomicU64::new(0));
     let mut rows = input.rows(&cfg.input.columns, Some(read_bytes.clone()))?;
     let header = rows.header().clone();

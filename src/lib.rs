@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 Some(p) => config::FileConfig::load(p)?,
                 None => Default::default(),
             };
-            let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file)?;
+            let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file, false)?;
             let tally = check::run(&cfg, &mut std::io::stdout().lock())?;
             Ok(if tally.total() == 0 { Exit::Done } else { Exit::Attention })
         }
@@ -192,8 +192,9 @@ fn resume_command() -> String {
 }
 
 fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
-    // A bad file stops the run before a token is fetched or a file created.
-    let input = input::Input::open(&cfg.input.path, cfg.input.encoding, true)?;
+    // Opened and hashed with the config: a bad file stopped the run before
+    // a token was fetched or a file created.
+    let input = &*cfg.input.opened;
     let mut rows = input.rows(&cfg.input.columns, None)?;
     let header = rows.header().clone();
     // One pass to count rows and the ones that will be sent (for progress,
@@ -270,7 +271,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-    let report = match send::run(cfg, transport, &tokens, &control, &input, total, target, reporter) {
+    let report = match send::run(cfg, transport, &tokens, &control, input, total, target, reporter) {
         Ok(r) => r,
         // Requests may have been sent: not exit 2 ("nothing was sent") but 3.
         Err(e) => {
