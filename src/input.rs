@@ -646,25 +646,43 @@ pub fn trim(cell: &str) -> &str {
     }
 }
 
-/// The first character of `value` outside an ASCII set `allowed`. Scans
-/// bytes, not chars: every allowed character is ASCII, so the first byte that
-/// is not allowed starts the offending character.
-fn bad_char(value: &str, allowed: impl Fn(char) -> bool) -> Option<char> {
-    let at = value.bytes().position(|b| !(b.is_ascii() && allowed(char::from(b))))?;
+/// The first character of `value` outside the ASCII set `allowed`. Scans
+/// bytes against a table, not chars: every allowed character is ASCII, so the
+/// first byte that is not allowed starts the offending character.
+fn bad_char(value: &str, allowed: &ByteSet) -> Option<char> {
+    let at = value.bytes().position(|b| !allowed[usize::from(b)])?;
     value[at..].chars().next()
 }
 
-fn is_bill_no_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|' | '*' | '@')
+/// A set of ASCII bytes as a table: one load per byte of a cell instead of
+/// a chain of comparisons.
+type ByteSet = [bool; 256];
+
+/// ASCII letters and digits, and `extra`.
+const fn alphanumeric_and(extra: &[u8]) -> ByteSet {
+    let mut set = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        set[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        set[extra[i] as usize] = true;
+        i += 1;
+    }
+    set
 }
 
-fn is_id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
-}
+const BILL_NO_CHARS: ByteSet = alphanumeric_and(b"_-|*@");
+const ID_CHARS: ByteSet = alphanumeric_and(b"_-");
+const BASE64_CHARS: ByteSet = alphanumeric_and(b"+/=");
 
 /// `1.23457E+17`, `1E+17`, `2.5e-05`: a number a spreadsheet reformatted.
 fn looks_scientific(v: &str) -> bool {
-    let Some((mantissa, exp)) = v.split_once(['e', 'E']) else { return false };
+    // Bytes, not a char pattern: this runs on every bill_no.
+    let Some(at) = v.bytes().position(|b| b == b'e' || b == b'E') else { return false };
+    let (mantissa, exp) = (&v[..at], &v[at + 1..]);
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let exp = exp.strip_prefix(['+', '-']).unwrap_or("");
@@ -682,7 +700,7 @@ pub fn check_bill_no(v: &str) -> Result<(), String> {
              re-export the orders with that column formatted as text"
         ));
     }
-    if let Some(c) = bad_char(v, is_bill_no_char) {
+    if let Some(c) = bad_char(v, &BILL_NO_CHARS) {
         return Err(format!("bill_no `{v}` contains `{c}`; only 0-9 A-Z a-z _ - | * @ are allowed"));
     }
     // Every character passed the ASCII check above, so bytes count characters.
@@ -697,7 +715,7 @@ fn check_id(field: &str, v: &str, max: usize, hint: &str) -> Result<(), String> 
     if v.is_empty() {
         return Err(format!("{field} is empty{hint}"));
     }
-    if let Some(c) = bad_char(v, is_id_char) {
+    if let Some(c) = bad_char(v, &ID_CHARS) {
         return Err(format!("{field} `{v}` contains `{c}`; only 0-9 A-Z a-z _ - are allowed"));
     }
     if v.len() > max {
@@ -728,7 +746,7 @@ fn check_pay_item(v: &str) -> Result<(), String> {
 
 fn check_session_key(v: &str) -> Result<(), String> {
     // The value is a secret: the message never repeats it.
-    if v.len() > 128 || bad_char(v, |c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')).is_some() {
+    if v.len() > 128 || bad_char(v, &BASE64_CHARS).is_some() {
         return Err("session_key is not a base64 session key (the value is not shown)".into());
     }
     Ok(())
