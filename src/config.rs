@@ -84,7 +84,6 @@ pub struct InputConfig {
     /// its SHA-256): a bad file is refused here, before anything else.
     pub opened: Arc<Input>,
     pub columns: Vec<ColumnMapping>,
-    pub encoding: Option<EncodingName>,
     pub session_keys: Arc<SessionKeys>,
     pub mp_sig: MpSigMode,
 }
@@ -116,7 +115,6 @@ impl InputConfig {
             path: path.to_path_buf(),
             opened,
             columns,
-            encoding,
             session_keys,
             mp_sig: args.mp_sig.or(file.mp_sig).unwrap_or_default(),
         })
