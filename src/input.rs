@@ -398,7 +398,7 @@ impl Header {
         rec: &csv::StringRecord,
         mapping: &[ColumnMapping],
     ) -> Result<Header, InputError> {
-        let names: Vec<String> = rec.iter().map(|n| n.trim().trim_start_matches('\u{feff}').to_string()).collect();
+        let names: Vec<String> = rec.iter().map(|n| header_name(n).to_string()).collect();
         let found = || names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
         let mut index = [None; 7];
         for (field, name, _) in FIELDS {
@@ -633,6 +633,12 @@ impl OrderRef<'_> {
 pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 const BILL_NO_MAX: usize = 63;
+
+/// A header cell as a column name: trimmed, without a byte-order mark that
+/// a spreadsheet left on the first one.
+fn header_name(cell: &str) -> &str {
+    cell.trim().trim_start_matches('\u{feff}')
+}
 
 /// `str::trim` (Unicode white space, so a full-width space from a Chinese
 /// export goes too), skipped for the usual cell that begins and ends with a
@@ -925,9 +931,7 @@ impl SessionKeys {
         let ctx = || format!("--session-keys {}", path.display());
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path).with_context(ctx)?;
         let headers = rdr.headers().with_context(ctx)?.clone();
-        let pos = |name: &str| {
-            headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
-        };
+        let pos = |name: &str| headers.iter().position(|h| header_name(h).eq_ignore_ascii_case(name));
         let (Some(o), Some(k)) = (pos("openid"), pos("session_key")) else {
             anyhow::bail!("{}: the header row must name the columns openid and session_key", ctx());
         };
@@ -1032,6 +1036,8 @@ impl Classifier {
     /// input order.
     pub fn decide(&mut self, row: u64, line: u64, facts: Facts<'_>) -> Option<(Category, String)> {
         let seen = facts.bill_no.map(|b| Seen::new(b, row));
+        // One probe for the usual new bill_no; a second (in `judge`) only for
+        // a duplicate.
         let fresh = seen.is_none_or(|s| self.seen.insert(s));
         self.judge(line, facts, seen.filter(|_| !fresh))
     }
@@ -1053,7 +1059,6 @@ impl Classifier {
     /// row's own entry when its bill_no was already there.
     fn judge(&self, line: u64, facts: Facts<'_>, duplicate: Option<Seen>) -> Option<(Category, String)> {
         if let (Some(seen), Some(b)) = (duplicate, facts.bill_no) {
-            // One probe for the usual new bill_no; a second only for a duplicate.
             let first = self.seen.get(&seen).map_or(0, |s| s.row);
             let m = format!("line {line}: bill_no `{b}` already appeared on row {first}; only that row is sent");
             return Some((Category::Duplicate, m));

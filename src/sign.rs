@@ -145,6 +145,14 @@ impl Pairs {
             out.extend_from_slice(&body[self.starts[from]..self.starts[self.n] - 1]);
         }
     }
+
+    /// Appends a whole signing input to `out`: the pairs merged with
+    /// `extra`, then `tail` (see [`tail`]) and the secret.
+    fn input_into(&self, out: &mut Vec<u8>, body: &[u8], extra: &[(&str, Value<'_>)], tail: &[u8], secret: &str) {
+        self.merge_into(out, body, extra);
+        out.extend_from_slice(tail);
+        out.extend_from_slice(secret.as_bytes());
+    }
 }
 
 fn push_pair(buf: &mut Vec<u8>, k: &str, v: Value<'_>) {
@@ -180,9 +188,7 @@ fn to_string(
     let mut body = Vec::with_capacity(INPUT_CAPACITY);
     let pairs = Pairs::write(&mut body, fields);
     let mut out = Vec::with_capacity(INPUT_CAPACITY);
-    pairs.merge_into(&mut out, &body, extra);
-    out.extend_from_slice(&tail(uri, name));
-    out.extend_from_slice(secret.as_bytes());
+    pairs.input_into(&mut out, &body, extra, &tail(uri, name), secret);
     String::from_utf8(out).expect("pieces are UTF-8")
 }
 
@@ -288,9 +294,7 @@ impl Signer {
 
     fn mp_sig_of(&self, pairs: &Pairs, body: &[u8], sig: &str, access_token: &str, session_key: &str) -> Hex64 {
         let mut input = Vec::with_capacity(INPUT_CAPACITY);
-        pairs.merge_into(&mut input, body, &mp_extra(sig, access_token));
-        input.extend_from_slice(&self.mp_sig_tail);
-        input.extend_from_slice(session_key.as_bytes());
+        pairs.input_into(&mut input, body, &mp_extra(sig, access_token), &self.mp_sig_tail, session_key);
         hmac_hex(HmacSha256::new_from_slice(session_key.as_bytes()).expect("HMAC takes any key length"), &input)
     }
 
