@@ -45,11 +45,11 @@ pub fn classify_errcode(errcode: i64) -> (Category, Action) {
 /// What came back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// A JSON answer with an errcode.
+    /// A JSON answer with an integer errcode.
     Answer { errcode: i64, errmsg: String },
-    /// An HTTP error status (429, 5xx, ...) without a usable answer.
+    /// An HTTP status other than 2xx (3xx, 429, 5xx, ...) without a usable answer.
     Status(u16),
-    /// No usable answer: timeout, reset, refused, unparsable body.
+    /// No usable answer: timeout, reset, refused, unparsable body, no errcode.
     Failed(String),
 }
 
@@ -76,18 +76,42 @@ impl Reply {
     pub fn message(&self) -> String {
         match self {
             Reply::Answer { errmsg, .. } => errmsg.clone(),
+            Reply::Status(s @ 300..=399) => {
+                format!("HTTP {s} redirect, not followed (signed bodies go to --base-url only): outcome unknown")
+            }
             Reply::Status(s) => format!("HTTP {s} without a usable answer: outcome unknown"),
             Reply::Failed(why) => format!("no usable answer ({why}): outcome unknown"),
         }
     }
 }
 
-/// The JSON answer of cancelpay (and of errors from stable_token).
+/// Reads one cancelpay answer. Only a 2xx JSON object whose `errcode` is a
+/// JSON integer is an answer: a proxy's `{}`, `{"message": ...}`, an errcode
+/// in quotes or as a float says nothing about the order, so it is an unknown
+/// outcome (retried, then `network_error`), never a success by default.
+pub fn read_answer(status: u16, body: &[u8]) -> Reply {
+    use serde_json::Value;
+    if !(200..300).contains(&status) {
+        return Reply::Status(status);
+    }
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return Reply::Failed("unparsable answer".into());
+    };
+    let Some(errcode) = map.get("errcode").and_then(Value::as_i64) else {
+        return Reply::Failed("answer without an integer errcode".into());
+    };
+    let errmsg = match map.get("errmsg") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Reply::Answer { errcode, errmsg }
+}
+
+/// The JSON answer of cancelpay as the simulator writes it.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Answer {
-    #[serde(default)]
     pub errcode: i64,
-    #[serde(default)]
     pub errmsg: String,
 }
 
@@ -100,17 +124,43 @@ pub struct StableTokenRequest {
     pub force_refresh: bool,
 }
 
-/// The answer of stable_token.
+/// The answer of stable_token as the simulator writes it.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct StableTokenAnswer {
-    #[serde(default)]
-    pub access_token: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-    #[serde(default)]
-    pub errcode: i64,
-    #[serde(default)]
-    pub errmsg: String,
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+/// Reads a stable_token answer: a token is had only from a 2xx JSON object
+/// with a non-empty string `access_token` and an integer `expires_in` (and
+/// an errcode, when present, of 0). Anything else is an error whose message
+/// carries no part of the body but WeChat's errcode and errmsg.
+pub fn read_grant(status: u16, body: &[u8]) -> Result<Grant, String> {
+    use serde_json::Value;
+    if (300..400).contains(&status) {
+        return Err(format!(
+            "stable_token answered HTTP {status} (a redirect): not followed, the AppSecret is sent to --base-url only"
+        ));
+    }
+    let map = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(format!("stable_token: HTTP {status}, unparsable answer")),
+    };
+    let errcode = map.get("errcode");
+    let errmsg = map.get("errmsg").and_then(Value::as_str).unwrap_or("");
+    if errcode.is_some_and(|c| c.as_i64() != Some(0)) {
+        let code = errcode.map(Value::to_string).unwrap_or_default();
+        return Err(format!("stable_token answered errcode {code} ({errmsg})"));
+    }
+    if !(200..300).contains(&status) {
+        return Err(format!("stable_token: HTTP {status} without a token"));
+    }
+    match (map.get("access_token").and_then(Value::as_str), map.get("expires_in").and_then(Value::as_u64)) {
+        (Some(t), Some(e)) if !t.is_empty() => {
+            Ok(Grant { token: crate::secret::Secret::new(t), expires_in: Duration::from_secs(e) })
+        }
+        _ => Err("stable_token answered without an access_token and an integer expires_in".into()),
+    }
 }
 
 /// A token handed out by stable_token.
@@ -160,6 +210,9 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(concurrency.max(1))
+            // A redirect would re-post the AppSecret or a signed body to
+            // another host: a 3xx is an unusable answer, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("midas-cancel/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(HttpTransport { client, base: base.trim_end_matches('/').to_string() })
@@ -207,15 +260,10 @@ impl Transport for HttpTransport {
             Ok(r) => r,
             Err(why) => return Reply::Failed(why),
         };
-        let status = resp.status();
-        let bytes = match resp.bytes() {
-            Ok(b) => b,
-            Err(e) => return Reply::Failed(describe(&e.without_url())),
-        };
-        match serde_json::from_slice::<Answer>(&bytes) {
-            Ok(a) if status.is_success() => Reply::Answer { errcode: a.errcode, errmsg: a.errmsg },
-            _ if !status.is_success() => Reply::Status(status.as_u16()),
-            _ => Reply::Failed("unparsable answer".into()),
+        let status = resp.status().as_u16();
+        match resp.bytes() {
+            Ok(bytes) => read_answer(status, &bytes),
+            Err(e) => Reply::Failed(describe(&e.without_url())),
         }
     }
 
@@ -228,16 +276,9 @@ impl Transport for HttpTransport {
         };
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let resp = self.post(&format!("{}/cgi-bin/stable_token", self.base), body)?;
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let bytes = resp.bytes().map_err(|e| describe(&e.without_url()))?;
-        let a: StableTokenAnswer =
-            serde_json::from_slice(&bytes).map_err(|_| format!("stable_token: HTTP {status}, unparsable answer"))?;
-        match (a.access_token, a.expires_in) {
-            (Some(t), Some(e)) if a.errcode == 0 && !t.is_empty() => {
-                Ok(Grant { token: crate::secret::Secret::new(t), expires_in: Duration::from_secs(e) })
-            }
-            _ => Err(format!("stable_token answered errcode {} ({})", a.errcode, a.errmsg)),
-        }
+        read_grant(status, &bytes)
     }
 }
 
@@ -278,5 +319,63 @@ mod tests {
         assert_eq!(Reply::Status(502).classify(), (NetworkError, Action::Retry { slow_down: true }));
         assert_eq!(Reply::Failed("timeout".into()).classify(), (NetworkError, Action::Retry { slow_down: false }));
         assert!(Reply::Status(503).message().contains("outcome unknown"));
+        assert_eq!(Reply::Status(307).classify(), (NetworkError, Action::Retry { slow_down: false }));
+        assert!(Reply::Status(307).message().contains("not followed"));
+    }
+
+    /// Regression (answer_without_errcode_recorded_as_cancelled): `{}` and
+    /// its kin were read as errcode 0.
+    #[test]
+    fn only_an_integer_errcode_is_an_answer() {
+        let ok = |code: i64, msg: &str| Reply::Answer { errcode: code, errmsg: msg.into() };
+        let table: &[(u16, &str, Option<Reply>)] = &[
+            (200, r#"{"errcode":0,"errmsg":"ok"}"#, Some(ok(0, "ok"))),
+            (200, r#"{"errcode":90015}"#, Some(ok(90015, ""))),
+            (200, r#"{"errcode":-1,"errmsg":"busy","bill_no":"B1"}"#, Some(ok(-1, "busy"))),
+            (200, r#"{"errcode":90013,"errmsg":7}"#, Some(ok(90013, "7"))),
+            (200, "{}", None),
+            (200, r#"{"message":"Service Unavailable"}"#, None),
+            (200, r#"{"errmsg":"ok"}"#, None),
+            (200, r#"{"errcode":"0"}"#, None),
+            (200, r#"{"errcode":0.0}"#, None),
+            (200, r#"{"errcode":null}"#, None),
+            (200, r#"{"errcode":18446744073709551615}"#, None),
+            (200, "[0]", None),
+            (200, "0", None),
+            (200, "", None),
+            (200, "<html>ok</html>", None),
+        ];
+        for (status, body, want) in table {
+            let got = read_answer(*status, body.as_bytes());
+            match want {
+                Some(w) => assert_eq!(&got, w, "{body}"),
+                None => {
+                    assert!(matches!(got, Reply::Failed(_)), "{body}: {got:?}");
+                    assert_eq!(got.classify(), (NetworkError, Action::Retry { slow_down: false }), "{body}");
+                }
+            }
+        }
+        assert_eq!(read_answer(302, br#"{"errcode":0}"#), Reply::Status(302));
+        assert_eq!(read_answer(502, br#"{"errcode":0}"#), Reply::Status(502));
+    }
+
+    #[test]
+    fn a_token_needs_a_string_token_and_an_integer_lifetime() {
+        assert!(read_grant(200, br#"{"access_token":"T","expires_in":7200}"#).is_ok());
+        assert!(read_grant(200, br#"{"access_token":"T","expires_in":7200,"errcode":0}"#).is_ok());
+        for body in [
+            r#"{}"#,
+            r#"{"access_token":"","expires_in":7200}"#,
+            r#"{"access_token":5,"expires_in":7200}"#,
+            r#"{"access_token":"T","expires_in":"7200"}"#,
+            r#"{"access_token":"T","expires_in":7200,"errcode":40125}"#,
+            r#"{"errcode":40125,"errmsg":"invalid appsecret"}"#,
+            "nope",
+        ] {
+            assert!(read_grant(200, body.as_bytes()).is_err(), "{body}");
+        }
+        let e = read_grant(307, b"").unwrap_err();
+        assert!(e.contains("redirect") && e.contains("not followed"), "{e}");
+        assert!(read_grant(500, br#"{"access_token":"T","expires_in":7200}"#).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) only: no I/O, no logic.
 
 use crate::input::{ColumnMapping, EncodingName, MpSigMode};
+use crate::limits;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -146,6 +147,26 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N", help_heading = "Faults")]
     pub frequency_limit: Option<u32>,
 
+    /// Share of cancels processed but answered HTTP 200 with --bogus-body (no errcode).
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub bogus_rate: f64,
+
+    /// The body of a bogus answer.
+    #[arg(long, value_name = "JSON", default_value = "{}", help_heading = "Faults")]
+    pub bogus_body: String,
+
+    /// Answer every request with HTTP 307 to this URL (a client must not follow it).
+    #[arg(long, value_name = "URL", help_heading = "Faults")]
+    pub redirect_to: Option<String>,
+
+    /// Text that orders in the `echo` state repeat in their errmsg (with the request's query string).
+    #[arg(long, value_name = "TEXT", default_value = "", help_heading = "Faults")]
+    pub echo: String,
+
+    /// Announce this expires_in from stable_token instead of the real lifetime (e.g. 0).
+    #[arg(long, value_name = "SECS", help_heading = "Faults")]
+    pub announce_lifetime: Option<u64>,
+
     /// Append every cancel request as a JSON line (arrival, bill_no, ts lag, errcode) to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -252,28 +273,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", help_heading = "Sending")]
     pub base_url: Option<String>,
 
-    /// Cancel requests per second, all workers and retries together [default: 50].
-    #[arg(long, value_name = "N", help_heading = "Sending")]
-    pub rate: Option<u32>,
+    /// Cancel requests per second, all workers and retries together (1-10000) [default: 50].
+    #[arg(long, value_name = "N", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::RATE.parse(s))]
+    pub rate: Option<u64>,
 
-    /// Extra requests allowed at once above the steady pace [default: 1].
-    #[arg(long, value_name = "N", help_heading = "Sending")]
-    pub burst: Option<u32>,
+    /// Extra requests allowed at once above the steady pace (0-10000) [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::BURST.parse(s))]
+    pub burst: Option<u64>,
 
-    /// Requests in flight at once [default: 16].
-    #[arg(long, value_name = "N", help_heading = "Sending")]
-    pub concurrency: Option<usize>,
+    /// Requests in flight at once (1-512) [default: 16].
+    #[arg(long, value_name = "N", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::CONCURRENCY.parse(s))]
+    pub concurrency: Option<u64>,
 
-    /// Tries per row for retryable answers [default: 5].
-    #[arg(long, value_name = "N", help_heading = "Sending")]
-    pub max_attempts: Option<u32>,
+    /// Tries per row for retryable answers (1-100) [default: 5].
+    #[arg(long, value_name = "N", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::MAX_ATTEMPTS.parse(s))]
+    pub max_attempts: Option<u64>,
 
-    /// Per-request timeout in seconds [default: 10].
-    #[arg(long, value_name = "SECS", help_heading = "Sending")]
+    /// Per-request timeout in seconds (more than 0, at most 600) [default: 10].
+    #[arg(long, value_name = "SECS", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = limits::parse_timeout)]
     pub timeout: Option<f64>,
 
-    /// First retry delay in milliseconds; doubles per attempt, with jitter [default: 500].
-    #[arg(long, value_name = "MS", help_heading = "Sending")]
+    /// First retry delay in milliseconds; doubles per attempt, with jitter (0-600000) [default: 500].
+    #[arg(long, value_name = "MS", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::BACKOFF_MS.parse(s))]
     pub backoff_ms: Option<u64>,
 
     /// Print only warnings, errors and the final summary.

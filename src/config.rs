@@ -3,6 +3,7 @@
 
 use crate::cli::{InputArgs, RunArgs};
 use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, SessionKeys};
+use crate::limits;
 use crate::secret::{Redactor, Secret};
 use crate::send::SendSettings;
 use crate::sign::CancelParams;
@@ -26,12 +27,14 @@ pub struct FileConfig {
     pub mp_sig: Option<MpSigMode>,
     pub encoding: Option<EncodingName>,
     pub base_url: Option<String>,
-    pub rate: Option<u32>,
-    pub burst: Option<u32>,
-    pub concurrency: Option<usize>,
-    pub max_attempts: Option<u32>,
+    // Signed and wide, so that `rate = -5` reaches the range check and its
+    // message instead of a deserialiser's.
+    pub rate: Option<i64>,
+    pub burst: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub max_attempts: Option<i64>,
     pub timeout: Option<f64>,
-    pub backoff_ms: Option<u64>,
+    pub backoff_ms: Option<i64>,
     pub dry_run: Option<bool>,
     pub ts: Option<u64>,
     pub resume: Option<bool>,
@@ -57,22 +60,30 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// A secret from `NAME`, or from the file named by `NAME_FILE`.
+/// A secret from `NAME`, or from the file named by `NAME_FILE`. Both set to
+/// different values is refused: silently preferring one could sign with the
+/// wrong key.
 pub fn secret_from_env(env: EnvLookup<'_>, name: &str) -> anyhow::Result<Option<Secret>> {
-    if let Some(v) = env(name).filter(|v| !v.is_empty()) {
-        return Ok(Some(Secret::new(v.trim())));
-    }
+    let direct = env(name).filter(|v| !v.is_empty()).map(|v| Secret::new(v.trim()));
     let file_var = format!("{name}_FILE");
-    match env(&file_var).filter(|v| !v.is_empty()) {
+    let from_file = match env(&file_var).filter(|v| !v.is_empty()) {
         Some(path) => {
-            let v = std::fs::read_to_string(&path).with_context(|| format!("cannot read {file_var}={path}"))?;
+            let v =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {file_var}={path}: {e}"))?;
             let v = v.trim();
             if v.is_empty() {
                 bail!("{file_var}={path} is empty");
             }
-            Ok(Some(Secret::new(v)))
+            Some(Secret::new(v))
         }
-        None => Ok(None),
+        None => None,
+    };
+    match (direct, from_file) {
+        (Some(a), Some(b)) if a != b => bail!(
+            "both {name} and {file_var} are set, to different values: unset one of them so that it is clear \
+             which one is used"
+        ),
+        (a, b) => Ok(a.or(b)),
     }
 }
 
@@ -89,8 +100,8 @@ pub struct InputConfig {
 }
 
 impl InputConfig {
-    /// `hash`: compute the input's SHA-256 (a live run's fingerprint).
-    pub fn resolve(path: &Path, args: &InputArgs, file: &FileConfig, hash: bool) -> anyhow::Result<InputConfig> {
+    /// `snapshot`: read a private, hashed copy of the input (a live run; see [`Input::open`]).
+    pub fn resolve(path: &Path, args: &InputArgs, file: &FileConfig, snapshot: bool) -> anyhow::Result<InputConfig> {
         let mut columns = Vec::new();
         for (field, header) in &file.columns {
             let m: ColumnMapping =
@@ -107,7 +118,7 @@ impl InputConfig {
                 Some(p) => SessionKeys::load(p).map(Arc::new),
                 None => Ok(Arc::default()),
             });
-            let opened = Input::open(path, encoding, hash);
+            let opened = Input::open(path, encoding, snapshot);
             (opened, keys.join().expect("session-key loader panicked"))
         });
         let (opened, session_keys) = (Arc::new(opened?), session_keys?);
@@ -205,29 +216,64 @@ fn check_constant(name: &str, v: &str, allowed: impl Fn(char) -> bool) -> anyhow
     Ok(())
 }
 
+/// A numeric option: the flag, else the config file's key, else `default`,
+/// checked against its bounds (a config value has not been checked yet).
+fn number(flag: Option<u64>, file: Option<i64>, default: u64, bounds: &limits::Bounds) -> anyhow::Result<u64> {
+    let v = flag.map(i128::from).or(file.map(i128::from)).unwrap_or(i128::from(default));
+    bounds.check(v).map_err(|m| anyhow::anyhow!("{m} (from the flag or the config file)"))
+}
+
 fn send_settings(args: &RunArgs, file: &FileConfig) -> anyhow::Result<SendSettings> {
-    let rate = args.rate.or(file.rate).unwrap_or(50);
-    let rate = NonZeroU32::new(rate).context("--rate must be at least 1 request per second")?;
-    let concurrency = args.concurrency.or(file.concurrency).unwrap_or(16);
-    if !(1..=512).contains(&concurrency) {
-        bail!("--concurrency must be between 1 and 512");
-    }
-    let max_attempts = args.max_attempts.or(file.max_attempts).unwrap_or(5);
-    if max_attempts == 0 {
-        bail!("--max-attempts must be at least 1");
-    }
+    // Each bound fits its type: at most 10_000, 512 and 100.
+    let rate = number(args.rate, file.rate, 50, &limits::RATE)? as u32;
     let timeout = args.timeout.or(file.timeout).unwrap_or(10.0);
-    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 600.0) {
-        bail!("--timeout must be between 0 and 600 seconds");
-    }
+    limits::check_timeout(timeout).map_err(anyhow::Error::msg)?;
     Ok(SendSettings {
-        rate,
-        burst: args.burst.or(file.burst).unwrap_or(1),
-        concurrency,
-        max_attempts,
+        rate: NonZeroU32::new(rate).context("--rate is at least 1")?,
+        burst: number(args.burst, file.burst, 1, &limits::BURST)? as u32,
+        concurrency: number(args.concurrency, file.concurrency, 16, &limits::CONCURRENCY)? as usize,
+        max_attempts: number(args.max_attempts, file.max_attempts, 5, &limits::MAX_ATTEMPTS)? as u32,
         timeout: Duration::from_secs_f64(timeout),
-        backoff: Duration::from_millis(args.backoff_ms.or(file.backoff_ms).unwrap_or(500)),
+        backoff: Duration::from_millis(number(args.backoff_ms, file.backoff_ms, 500, &limits::BACKOFF_MS)?),
     })
+}
+
+/// Checks `--base-url`: https, or plain http only to this machine (the
+/// simulator), since the token and signed bodies travel in it; and no
+/// `user:password@`, which would be printed in hints and logs. The URL is
+/// not repeated in the message when it carries credentials.
+pub fn check_base_url(raw: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        anyhow::anyhow!("--base-url is not a URL ({e}): give it as https://host[:port], e.g. {DEFAULT_BASE_URL}")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "--base-url must not carry a user name or password (user:password@host): they would be printed and \
+             logged; secrets come from the environment only"
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!(
+            "--base-url `{raw}` must not have a query (?...) or fragment (#...): give only https://host[:port][/path]"
+        );
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if local => {}
+        "http" => bail!(
+            "--base-url `{raw}` is plain http to another machine: the access token and signed orders would \
+             cross the network unencrypted. Use https:// (http:// is allowed only for a simulator on this \
+             machine: 127.0.0.1, ::1 or localhost)"
+        ),
+        other => bail!("--base-url must start with https:// (or http:// for a local simulator), not {other}://"),
+    }
+    Ok(raw.trim_end_matches('/').to_string())
 }
 
 impl RunConfig {
@@ -270,10 +316,8 @@ impl RunConfig {
             (false, false) => Mode::Live,
         };
         let send = send_settings(args, &file)?;
-        let base_url = args.base_url.clone().or(file.base_url.clone()).unwrap_or_else(|| DEFAULT_BASE_URL.into());
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            bail!("--base-url `{base_url}` must start with https:// (or http:// for a local simulator)");
-        }
+        let base_url =
+            check_base_url(args.base_url.as_deref().or(file.base_url.as_deref()).unwrap_or(DEFAULT_BASE_URL))?;
 
         let (app_key, app_secret, access_token) = if mode == Mode::Rehearsal {
             // A rehearsal never touches real secrets, even when they are set.
@@ -304,7 +348,7 @@ impl RunConfig {
         };
         // Last: the flags, config and secrets are checked before big files are read.
         let input = InputConfig::resolve(&args.input, &args.input_args, &file, mode != Mode::DryRun)?;
-        let mut redactor = Redactor::default();
+        let redactor = Redactor::default();
         for s in [Some(&app_key), app_secret.as_ref(), access_token.as_ref()].into_iter().flatten() {
             redactor.add(s);
         }

@@ -59,6 +59,19 @@ pub struct ColumnMapping {
     pub header: String,
 }
 
+impl Field {
+    /// The field's column name (and name in `--column`).
+    pub fn name(self) -> &'static str {
+        FIELDS.iter().find(|(f, _, _)| *f == self).map_or("", |(_, n, _)| n)
+    }
+}
+
+impl fmt::Display for ColumnMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.field.name(), self.header)
+    }
+}
+
 impl FromStr for ColumnMapping {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -86,8 +99,15 @@ pub enum EncodingName {
 /// A file the input cannot be read from; every message says how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: io::Error },
+    // `error`, not `source`: the message already carries the OS error, and
+    // a source would print it a second time in the error chain.
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: io::Error },
+    #[error(
+        "cannot keep a private copy of {path} in the temp directory {tmp} (a live run sends only the rows it \
+         checked, from that copy): {error}. Free some space there, or point TMPDIR at a directory with room"
+    )]
+    Snapshot { path: String, tmp: String, error: io::Error },
     #[error("{path} is empty: it needs a header row naming the columns bill_no, openid and zone_id")]
     Empty { path: String },
     #[error("{path} is UTF-16 text (Excel's \"Unicode Text\"); save it as \"CSV UTF-8\" (or CSV) and run again")]
@@ -118,8 +138,6 @@ pub struct Input {
     bom_len: u64,
     size: u64,
     sha256: Option<String>,
-    // Holds standard input spooled to disk, so it can be read twice.
-    _spool: Option<tempfile::NamedTempFile>,
 }
 
 impl fmt::Debug for Input {
@@ -129,23 +147,32 @@ impl fmt::Debug for Input {
 }
 
 impl Input {
-    /// Opens `path` (`-` for standard input), settles its encoding and, when
-    /// `fingerprint` is set, hashes its bytes (for `--resume`'s input check).
-    pub fn open(path: &Path, encoding: Option<EncodingName>, fingerprint: bool) -> Result<Input, InputError> {
+    /// Opens `path` (`-` for standard input) and settles its encoding.
+    ///
+    /// With `snapshot` (a live run), every later pass reads a private copy
+    /// taken now, whose SHA-256 is the run's fingerprint: the rows sent are
+    /// the rows checked, byte for byte, even if the file is appended to or
+    /// edited while the run goes on. Standard input is always copied (so it
+    /// can be read more than once). The copy is an unlinked temp file: it
+    /// may hold session keys, and it vanishes with the process, kill -9
+    /// included.
+    pub fn open(path: &Path, encoding: Option<EncodingName>, snapshot: bool) -> Result<Input, InputError> {
         let is_stdin = path.as_os_str() == "-";
         let display = if is_stdin { "standard input".to_string() } else { path.display().to_string() };
-        let io_err = |source| InputError::Io { path: display.clone(), source };
-        let (file, spool) = if is_stdin {
-            // Spooled so that validation can finish before anything is sent.
-            let mut spool = tempfile::NamedTempFile::new().map_err(io_err)?;
-            io::copy(&mut io::stdin().lock(), spool.as_file_mut()).map_err(io_err)?;
-            (spool.reopen().map_err(io_err)?, Some(spool))
-        } else {
-            (File::open(path).map_err(io_err)?, None)
+        let io_err = |error| InputError::Io { path: display.clone(), error };
+        let copy_err = |e: CopyError| match e {
+            CopyError::Read(error) => InputError::Io { path: display.clone(), error },
+            CopyError::Write(error) => {
+                InputError::Snapshot { path: display.clone(), tmp: std::env::temp_dir().display().to_string(), error }
+            }
         };
-        let mut input =
-            Input { display, file, encoding: encoding_rs::UTF_8, bom_len: 0, size: 0, sha256: None, _spool: spool };
-        input.scan(encoding, fingerprint)?;
+        let (file, sha256) = match (is_stdin, snapshot) {
+            (true, _) => private_copy(io::stdin().lock(), snapshot).map_err(copy_err)?,
+            (false, true) => private_copy(File::open(path).map_err(io_err)?, true).map_err(copy_err)?,
+            (false, false) => (File::open(path).map_err(io_err)?, None),
+        };
+        let mut input = Input { display, file, encoding: encoding_rs::UTF_8, bom_len: 0, size: 0, sha256 };
+        input.scan(encoding)?;
         Ok(input)
     }
 
@@ -164,17 +191,17 @@ impl Input {
         self.encoding.name()
     }
 
-    /// SHA-256 of the raw bytes, when asked for at open.
+    /// SHA-256 of the raw bytes of the snapshot, when one was taken.
     pub fn sha256(&self) -> Option<&str> {
         self.sha256.as_deref()
     }
 
     fn io_err(&self, source: io::Error) -> InputError {
-        InputError::Io { path: self.display.clone(), source }
+        InputError::Io { path: self.display.clone(), error: source }
     }
 
-    /// One pass over the raw bytes: BOM, encoding validity, size, hash.
-    fn scan(&mut self, named: Option<EncodingName>, fingerprint: bool) -> Result<(), InputError> {
+    /// One pass over the raw bytes: BOM, encoding validity, size.
+    fn scan(&mut self, named: Option<EncodingName>) -> Result<(), InputError> {
         let mut head = [0u8; 3];
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
@@ -193,9 +220,8 @@ impl Input {
             (None, false) => &[encoding_rs::UTF_8, encoding_rs::GB18030],
         };
         let mut last_failure = None;
-        for (i, &enc) in candidates.iter().enumerate() {
-            // Hash on the first pass only; a retry reads the same bytes.
-            match self.check_decodes(enc, fingerprint && i == 0) {
+        for &enc in candidates {
+            match self.check_decodes(enc) {
                 Ok(()) => {
                     self.encoding = enc;
                     self.bom_len = if has_bom && enc == encoding_rs::UTF_8 { 3 } else { 0 };
@@ -215,10 +241,9 @@ impl Input {
     }
 
     /// Decodes the whole file without replacement; fails at the first bad byte.
-    fn check_decodes(&mut self, enc: &'static encoding_rs::Encoding, fingerprint: bool) -> Result<(), InputError> {
+    fn check_decodes(&mut self, enc: &'static encoding_rs::Encoding) -> Result<(), InputError> {
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
-        let mut hasher = fingerprint.then(Sha256::new);
         let mut check: Box<ChunkCheck> =
             if enc == encoding_rs::UTF_8 { Box::new(utf8_checker()) } else { Box::new(decoder_checker(enc)) };
         let mut buf = vec![0u8; 1 << 20];
@@ -226,9 +251,6 @@ impl Input {
         loop {
             let n = f.read(&mut buf).map_err(|e| self.io_err(e))?;
             let chunk = &buf[..n];
-            if let Some(h) = hasher.as_mut() {
-                h.update(chunk);
-            }
             if let Some(at) = check(chunk, n == 0) {
                 // `at` may point into bytes carried from the previous chunk.
                 let offset = offset + at.min(chunk.len()) as u64;
@@ -245,9 +267,6 @@ impl Input {
             }
         }
         self.size = offset;
-        if let Some(h) = hasher {
-            self.sha256 = Some(hex::encode(h.finalize()));
-        }
         Ok(())
     }
 
@@ -290,6 +309,34 @@ impl Input {
         let line = e.position().map(|p| p.line()).unwrap_or(0);
         InputError::Csv { path: self.display.clone(), line, message: e.to_string() }
     }
+}
+
+/// Which side of a copy failed.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `src` into an unlinked temp file (hashing it when `hash`), and
+/// returns the copy rewound with the hash.
+fn private_copy(mut src: impl Read, hash: bool) -> Result<(File, Option<String>), CopyError> {
+    let mut copy = tempfile::tempfile().map_err(CopyError::Write)?;
+    let mut hasher = hash.then(Sha256::new);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        io::Write::write_all(&mut copy, &buf[..n]).map_err(CopyError::Write)?;
+    }
+    copy.seek(SeekFrom::Start(0)).map_err(CopyError::Write)?;
+    Ok((copy, hasher.map(|h| hex::encode(h.finalize()))))
 }
 
 /// Checks the next chunk of raw bytes (`true` on the last call); returns the

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod dryrun;
 pub mod input;
+pub mod limits;
+pub mod lock;
 pub mod output;
 pub mod report;
 pub mod reporter;
@@ -98,7 +100,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
             Some(p) => report::write_only(&args.results, &args.only, create_output(p)?)?,
             None => report::write_only(&args.results, &args.only, std::io::stdout().lock())?,
         };
-        eprintln!("{n} row(s) written");
+        say!("{n} row(s) written");
         return Ok(Exit::Done);
     }
     let summary = report::summarize(&args.results, args.sum.as_deref())?;
@@ -166,7 +168,7 @@ fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyh
         human_duration(secs),
         cfg.output.display()
     ));
-    eprint!("Type yes to send, anything else to stop: ");
+    reporter::to_stderr(format_args!("Type yes to send, anything else to stop: "));
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(answer.trim().eq_ignore_ascii_case("yes"))
@@ -215,7 +217,13 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         appid: cfg.request.appid.clone(),
         offer_id: cfg.request.offer_id.clone(),
         environment: cfg.environment().to_string(),
+        pf: cfg.request.pf.clone(),
+        api: "v1".into(),
+        columns: cfg.input.columns.iter().map(ToString::to_string).collect(),
     };
+    // Held until this function returns: no other run may create, read for
+    // resuming, or append to this results file meanwhile.
+    let _lock = lock::RunLock::acquire(&cfg.output)?;
     if cfg.resume {
         for diff in resume::check_fingerprint(&cfg.output, &fingerprint, cfg.force_resume)? {
             reporter.notice(&format!("warning: resuming although {diff} (--force-resume)"));
@@ -237,8 +245,10 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let transport: Arc<dyn api::Transport> =
         Arc::new(api::HttpTransport::new(base, cfg.send.timeout, cfg.send.concurrency)?);
     let tokens = match (&cfg.app_secret, &cfg.access_token) {
-        (Some(secret), _) => token::Tokens::stable(transport.clone(), &cfg.request.appid, secret.clone())
-            .map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&e.to_string())))?,
+        (Some(secret), _) => {
+            token::Tokens::stable(transport.clone(), &cfg.request.appid, secret.clone(), cfg.redactor.clone())
+                .map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&e.to_string())))?
+        }
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
@@ -264,7 +274,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let presses = std::sync::atomic::AtomicU32::new(0);
     ctrlc::set_handler(move || {
         if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            eprintln!("\nStopping: finishing the requests in flight and recording them (Ctrl-C again quits at once)");
+            say!("\nStopping: finishing the requests in flight and recording them (Ctrl-C again quits at once)");
             handler_control.stop(send::StopReason::Interrupted);
         } else {
             handler_control.hard_stop();
@@ -345,9 +355,12 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
     }
     anyhow::ensure!(args.token_lifetime >= 1, "--token-lifetime must be at least 1 second");
     sc.token_lifetime = std::time::Duration::from_secs(args.token_lifetime);
-    for (name, p) in
-        [("--busy-rate", args.busy_rate), ("--error-rate", args.error_rate), ("--drop-rate", args.drop_rate)]
-    {
+    for (name, p) in [
+        ("--busy-rate", args.busy_rate),
+        ("--error-rate", args.error_rate),
+        ("--drop-rate", args.drop_rate),
+        ("--bogus-rate", args.bogus_rate),
+    ] {
         anyhow::ensure!((0.0..=1.0).contains(&p), "{name} must be between 0 and 1");
     }
     sc.faults = sim::Faults {
@@ -356,11 +369,16 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
         error_rate: args.error_rate,
         drop_rate: args.drop_rate,
         frequency_limit: args.frequency_limit,
+        bogus_rate: args.bogus_rate,
+        bogus_body: Some(args.bogus_body.clone()),
+        redirect_to: args.redirect_to.clone(),
     };
+    sc.echo = args.echo.clone();
+    sc.announced_lifetime = args.announce_lifetime;
     sc.seed = args.seed;
     let sim = sim::Simulator::start(sc, args.log.as_deref())?;
     if app_key.is_none() {
-        eprintln!("MIDAS_APP_KEY not set: verifying sig with the rehearsal key");
+        say!("MIDAS_APP_KEY not set: verifying sig with the rehearsal key");
     }
     println!("midas-cancel simulator listening on {}", sim.url());
     use std::io::Write as _;
@@ -370,6 +388,6 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
         let _ = tx.send(());
     })?;
     let _ = rx.recv();
-    eprintln!("simulator stopped");
+    say!("simulator stopped");
     Ok(Exit::Done)
 }

@@ -22,26 +22,41 @@ pub enum Layout {
 }
 
 /// Neutralises a cell a spreadsheet would run as a formula (OWASP CSV
-/// injection): a leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'`.
+/// injection): a cell that begins with `=`, `+`, `-`, `@`, tab or carriage
+/// return gets a leading `'`. Applied to every cell written, API columns
+/// included (a bill_no `-A1*B1` passes its character check).
+///
+/// Two refinements keep it exact and lossless: a plain number (`-1`, `+3`,
+/// `-2.5`) is a number to a spreadsheet, not a formula, and stays as it is;
+/// a cell that already begins with `'`s before a trigger gets one more, so
+/// [`unguard`] gives back exactly the original.
 pub fn guard(cell: &str) -> Cow<'_, str> {
-    if cell.starts_with(FORMULA_TRIGGERS) {
+    if cell.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) && !is_plain_number(cell) {
         Cow::Owned(format!("'{cell}"))
     } else {
         Cow::Borrowed(cell)
     }
 }
 
-/// Undoes [`guard`], for feeding results back into `run`.
+/// Undoes [`guard`]; every reader of a results file calls it on every cell.
 pub fn unguard(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(FORMULA_TRIGGERS) => rest,
+        Some(rest) if rest.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) => rest,
         _ => cell,
     }
 }
 
+/// An optional sign, digits, and an optional fraction.
+fn is_plain_number(cell: &str) -> bool {
+    let unsigned = cell.strip_prefix(['-', '+']).unwrap_or(cell);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(int) && digits(frac)
+}
+
 /// The full header row of a results file for an input header.
 pub fn header_row(header: &Header, layout: Layout) -> Vec<String> {
-    let inputs = header.output_columns().map(|(_, n)| n.to_string());
+    let inputs = header.output_columns().map(|(_, n)| guard(n).into_owned());
     match layout {
         Layout::DryRun => {
             std::iter::once("row".to_string()).chain(inputs).chain(DRY_COLUMNS.iter().map(|c| c.to_string())).collect()
@@ -100,17 +115,14 @@ impl<W: Write> ResultsWriter<W> {
         Ok(ResultsWriter { csv, header: header.clone(), layout })
     }
 
-    /// Writes the input's cells: API columns of a valid row trimmed and
-    /// verbatim (they passed their character sets), every other cell guarded.
+    /// Writes the input's cells, each guarded: API columns of a valid row
+    /// trimmed (the value that was signed), every other cell as it was.
     /// Missing cells of a short row are written empty.
     fn write_input_cells(&mut self, raw: &RawRow, valid: bool) -> csv::Result<()> {
         for (i, _) in self.header.output_columns() {
             let cell = raw.record.get(i).unwrap_or("");
-            if valid && self.header.field_of(i).is_some() {
-                self.csv.write_field(crate::input::trim(cell))?;
-            } else {
-                self.csv.write_field(guard(cell).as_ref())?;
-            }
+            let cell = if valid && self.header.field_of(i).is_some() { crate::input::trim(cell) } else { cell };
+            self.csv.write_field(guard(cell).as_ref())?;
         }
         Ok(())
     }
@@ -168,13 +180,35 @@ pub fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-/// The category of a results line that has the file's `width` fields.
-pub fn line_category(rec: &csv::ByteRecord, width: usize, category_col: usize) -> Result<Category, String> {
-    if rec.len() != width {
-        return Err(format!("{} fields instead of {width}", rec.len()));
+/// Where a results line's own columns are, and how many input rows there
+/// are (when known): what it takes to judge a line.
+#[derive(Clone, Copy, Debug)]
+pub struct LineShape {
+    pub width: usize,
+    pub row_col: usize,
+    pub category_col: usize,
+    /// Rows of the input, from the run's fingerprint.
+    pub rows: Option<u64>,
+}
+
+impl LineShape {
+    /// The row and category of a results line, or why it is damaged. The
+    /// one judge of a line, for `--resume`, `report` and `--only` alike.
+    pub fn judge(&self, rec: &csv::ByteRecord) -> Result<(u64, Category), String> {
+        if rec.len() != self.width {
+            return Err(format!("{} fields instead of {}", rec.len(), self.width));
+        }
+        let text = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).map_err(|_| "not UTF-8".to_string());
+        let category = text(self.category_col)?.parse().map_err(|e: crate::category::UnknownCategory| e.to_string())?;
+        match (text(self.row_col)?.parse::<u64>(), self.rows) {
+            (Ok(row), Some(total)) if !(1..=total).contains(&row) => {
+                Err(format!("row {row} is not in the input (1..={total})"))
+            }
+            (Ok(0), None) => Err("row 0 is not a row number".to_string()),
+            (Ok(row), _) => Ok((row, category)),
+            (Err(_), _) => Err("bad row number".to_string()),
+        }
     }
-    let cell = std::str::from_utf8(rec.get(category_col).unwrap_or(b"")).map_err(|_| "not UTF-8".to_string())?;
-    cell.parse().map_err(|e: crate::category::UnknownCategory| e.to_string())
 }
 
 /// The one reader of a results file's lines after its header, for resume,
@@ -226,13 +260,13 @@ mod tests {
 
     #[test]
     fn guard_prefixes_formula_triggers_only() {
-        for c in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
-            assert_eq!(guard(c), format!("'{c}"));
-            assert_eq!(unguard(&guard(c)), c);
+        for c in ["=1+1", "+A1", "-A1*B1", "@A1", "@SUM(A1)", "\tx", "\rx", "-1+2", "'=x", "''-A1", "-", "+"] {
+            assert_eq!(guard(c), format!("'{c}"), "{c:?}");
+            assert_eq!(unguard(&guard(c)), c, "{c:?}");
         }
-        for c in ["1", "a=b", "", "'quoted"] {
-            assert_eq!(guard(c), c);
-            assert_eq!(unguard(c), c);
+        for c in ["1", "-1", "+3", "-2.5", "a=b", "", "'quoted", "''", "B-1"] {
+            assert_eq!(guard(c), c, "{c:?}");
+            assert_eq!(unguard(c), c, "{c:?}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::{Category, ALL};
-use crate::output::{ends_with_newline, line_category, read_results, unguard, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, read_results, unguard, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
 use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
@@ -192,15 +192,26 @@ struct Opened {
     cols: Columns,
     name: String,
     ends_with_newline: bool,
+    /// The run's fingerprint, when it has one (live runs).
+    fingerprint: Option<crate::resume::Fingerprint>,
 }
 
 impl Opened {
     /// Reads every whole line (see [`read_results`]) as its category and
-    /// record; returns whether a torn last line was skipped.
-    fn lines(&mut self, keep: impl FnMut(Category, &csv::ByteRecord) -> anyhow::Result<()>) -> anyhow::Result<bool> {
-        let (width, category) = (self.cols.headers.len(), self.cols.category);
-        let judge = |rec: &csv::ByteRecord| line_category(rec, width, category);
-        read_results(&mut self.rdr, &self.name, self.ends_with_newline, judge, keep)
+    /// record; returns whether a torn last line was skipped. Lines are
+    /// judged as `--resume` judges them.
+    fn lines(
+        &mut self,
+        mut keep: impl FnMut(Category, &csv::ByteRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<bool> {
+        let shape = LineShape {
+            width: self.cols.headers.len(),
+            row_col: self.cols.row,
+            category_col: self.cols.category,
+            rows: self.fingerprint.as_ref().map(|f| f.rows),
+        };
+        let judge = |rec: &csv::ByteRecord| shape.judge(rec);
+        read_results(&mut self.rdr, &self.name, self.ends_with_newline, judge, |(_, c), rec| keep(c, rec))
     }
 }
 
@@ -210,7 +221,7 @@ fn open(path: &Path) -> anyhow::Result<Opened> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
     let ends_with_newline = ends_with_newline(&mut file).with_context(|| format!("cannot read {name}"))?;
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-    let headers: Vec<String> = rdr.headers()?.iter().map(String::from).collect();
+    let headers: Vec<String> = rdr.headers()?.iter().map(|h| unguard(h).to_string()).collect();
     let Some(cols) = Columns::detect(&headers) else {
         bail!(
             "{} is not a midas-cancel results file: its header must end with {} (or, for a dry run, {})",
@@ -219,7 +230,13 @@ fn open(path: &Path) -> anyhow::Result<Opened> {
             DRY_COLUMNS.join(",")
         );
     };
-    Ok(Opened { rdr, cols, name, ends_with_newline })
+    let fingerprint = match cols.kind {
+        Kind::Live => std::fs::read_to_string(crate::resume::fingerprint_path(path))
+            .ok()
+            .and_then(|text| serde_json::from_str::<crate::resume::Fingerprint>(&text).ok()),
+        Kind::DryRun => None,
+    };
+    Ok(Opened { rdr, cols, name, ends_with_newline, fingerprint })
 }
 
 /// Parses a money-like cell exactly ("600", "12.50", a guarded "'-3").
@@ -257,13 +274,7 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
         Ok(())
     })?;
     summary.sums = sums;
-    if summary.kind == Kind::Live {
-        if let Ok(text) = std::fs::read_to_string(crate::resume::fingerprint_path(path)) {
-            if let Ok(fp) = serde_json::from_str::<crate::resume::Fingerprint>(&text) {
-                summary.missing = Some(fp.rows.saturating_sub(summary.tally.total()));
-            }
-        }
-    }
+    summary.missing = file.fingerprint.as_ref().map(|fp| fp.rows.saturating_sub(summary.tally.total()));
     Ok(summary)
 }
 

@@ -4,8 +4,24 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Writes `text` to stderr. A stderr that is closed or full (`2>&1 | head`)
+/// is ignored, never a panic: a write error here must not stop workers whose
+/// requests are already sent from recording their answers.
+pub fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
+/// [`to_stderr`] with a line end.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::reporter::to_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// How often plain progress lines are written when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
@@ -34,8 +50,8 @@ impl Reporter {
     /// messages the operator must see).
     pub fn notice(&self, msg: &str) {
         match self.bar.lock().expect("reporter lock").as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
+            Some(bar) => bar.suspend(|| crate::say!("{msg}")),
+            None => crate::say!("{msg}"),
         }
     }
 
@@ -87,7 +103,7 @@ impl Reporter {
         if last.is_none_or(|t| now.duration_since(t) >= PLAIN_EVERY) {
             *last = Some(now);
             let unit = *self.unit.lock().expect("reporter lock");
-            eprintln!("progress: {position}/{total} {unit}{}{status}", if status.is_empty() { "" } else { " · " });
+            crate::say!("progress: {position}/{total} {unit}{}{status}", if status.is_empty() { "" } else { " · " });
         }
     }
 

@@ -6,9 +6,8 @@
 //! cut) is dropped and its row sent again, which is safe because a repeated
 //! cancel answers 90015.
 
-use crate::category::Category;
 use crate::input::Header;
-use crate::output::{ends_with_newline, header_row, line_category, read_results, Layout, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, header_row, read_results, Layout, LineShape, LIVE_COLUMNS};
 use crate::report::Tally;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -25,6 +24,15 @@ pub struct Fingerprint {
     pub offer_id: String,
     /// `production`, `sandbox` or `rehearsal`.
     pub environment: String,
+    /// The default pf of rows without a pf column.
+    #[serde(default)]
+    pub pf: String,
+    /// `v1` or `v2`.
+    #[serde(default)]
+    pub api: String,
+    /// The column mapping, as `FIELD=HEADER` in the order given.
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// `OUTPUT.run.json`, beside the results file.
@@ -65,7 +73,9 @@ pub fn write_fingerprint(output: &Path, fp: &Fingerprint) -> anyhow::Result<()> 
 }
 
 /// Refuses to resume a results file that belongs to another input or
-/// configuration, unless `force`; returns what differs.
+/// configuration, unless `force`; returns what differs. A different
+/// environment is refused even with `force`: a rehearsal's or the sandbox's
+/// `cancelled` lines must never become production's record, nor the reverse.
 pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyhow::Result<Vec<String>> {
     let path = fingerprint_path(output);
     let before: Fingerprint = match std::fs::read_to_string(&path) {
@@ -83,14 +93,27 @@ pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyho
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    if before.environment != now.environment {
+        bail!(
+            "refusing to resume {}: it records a {} run and this is a {} run. Its lines say what happened \
+             there, not here; no flag overrides this. Start the {} run with a new -o",
+            output.display(),
+            before.environment,
+            now.environment,
+            now.environment
+        );
+    }
     let mut diffs = Vec::new();
     if before.input_sha256 != now.input_sha256 {
         diffs.push(format!("the input file changed ({} rows then, {} now)", before.rows, now.rows));
     }
+    let (cols_before, cols_now) = (before.columns.join(" "), now.columns.join(" "));
     for (what, a, b) in [
         ("appid", &before.appid, &now.appid),
         ("offer_id", &before.offer_id, &now.offer_id),
-        ("environment", &before.environment, &now.environment),
+        ("pf", &before.pf, &now.pf),
+        ("api", &before.api, &now.api),
+        ("the column mapping (--column)", &cols_before, &cols_now),
     ] {
         if a != b {
             diffs.push(format!("{what} was `{a}`, now `{b}`"));
@@ -122,8 +145,20 @@ pub struct Resumed {
 
 /// Reads `output`, keeps its final lines, rewrites it atomically with only
 /// those (streaming: nothing but a bit per row is held), and returns what it
-/// found with the file reopened for appending.
+/// found with the file reopened for appending. On failure (a full disk) the
+/// results file is as it was and no temp file is left behind.
 pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<(Resumed, File)> {
+    let found = rewrite_final_lines(output, header, total_rows);
+    if found.is_err() {
+        let _ = std::fs::remove_file(tmp_path(output));
+    }
+    let found = found?;
+    let name = output.display();
+    let file = std::fs::OpenOptions::new().append(true).open(output).with_context(|| format!("cannot open {name}"))?;
+    Ok((found, file))
+}
+
+fn rewrite_final_lines(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<Resumed> {
     let name = output.display().to_string();
     let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
     let ends_with_newline = ends_with_newline(&mut file)?;
@@ -147,14 +182,15 @@ pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
              (a dry-run file, or another input?); choose a new -o"
         );
     }
-    let (row_col, cat_col) = (expected.len() - LIVE_COLUMNS.len(), expected.len() - LIVE_COLUMNS.len() + 1);
+    let row_col = expected.len() - LIVE_COLUMNS.len();
+    let shape = LineShape { width: expected.len(), row_col, category_col: row_col + 1, rows: Some(total_rows) };
     let tmp = tmp_path(output);
     let mut kept =
         csv::Writer::from_writer(File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
     kept.write_record(&expected)?;
     let mut res = Resumed { done: vec![false; total_rows as usize], ..Resumed::default() };
     if header_complete {
-        let judge = |rec: &csv::ByteRecord| parse_line(rec, expected.len(), row_col, cat_col, total_rows);
+        let judge = |rec: &csv::ByteRecord| shape.judge(rec);
         res.torn = read_results(&mut rdr, &name, ends_with_newline, judge, |(row, category), record| {
             if !category.is_final() {
                 res.retried += 1;
@@ -169,25 +205,7 @@ pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     f.flush()?;
     f.sync_all()?;
     commit(&tmp, output)?;
-    let file = std::fs::OpenOptions::new().append(true).open(output).with_context(|| format!("cannot open {name}"))?;
-    Ok((res, file))
-}
-
-/// The row and category of a live results line.
-fn parse_line(
-    rec: &csv::ByteRecord,
-    width: usize,
-    row_col: usize,
-    cat_col: usize,
-    total: u64,
-) -> Result<(u64, Category), String> {
-    let category = line_category(rec, width, cat_col)?;
-    let row = std::str::from_utf8(rec.get(row_col).unwrap_or(b"")).ok().and_then(|r| r.parse::<u64>().ok());
-    match row {
-        Some(row) if (1..=total).contains(&row) => Ok((row, category)),
-        Some(row) => Err(format!("row {row} is not in the input (1..={total})")),
-        None => Err("bad row number".to_string()),
-    }
+    Ok(res)
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub enum OrderState {
     Unknown,
     /// Always answers this errcode (to rehearse any category).
     Errcode(i64),
+    /// Answers errcode 90013 with an errmsg that echoes the request's query
+    /// string and [`SimConfig::echo`], like a proxy that repeats what it got.
+    Echo,
 }
 
 impl FromStr for OrderState {
@@ -42,6 +45,7 @@ impl FromStr for OrderState {
             "confirmed" => OrderState::Confirmed,
             "processing" => OrderState::Processing(2),
             "unknown" => OrderState::Unknown,
+            "echo" => OrderState::Echo,
             _ => {
                 if let Some(n) = s.strip_prefix("processing:") {
                     OrderState::Processing(n.parse().map_err(|_| format!("bad count in `{s}`"))?)
@@ -49,7 +53,7 @@ impl FromStr for OrderState {
                     OrderState::Errcode(c.parse().map_err(|_| format!("bad errcode in `{s}`"))?)
                 } else {
                     return Err(format!(
-                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N)"
+                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N, echo)"
                     ));
                 }
             }
@@ -84,6 +88,13 @@ pub struct Faults {
     pub drop_rate: f64,
     /// WeChat's frequency limit: more cancels than this in any second get 45009.
     pub frequency_limit: Option<u32>,
+    /// Share of cancels processed but answered HTTP 200 with [`Faults::bogus_body`]
+    /// (a proxy's answer without an errcode).
+    pub bogus_rate: f64,
+    /// The body of a bogus answer [default: `{}`].
+    pub bogus_body: Option<String>,
+    /// Answer every request (cancelpay and stable_token) with HTTP 307 to this URL.
+    pub redirect_to: Option<String>,
 }
 
 /// How the simulator treats mp_sig.
@@ -105,6 +116,9 @@ pub struct SimConfig {
     /// Tokens accepted as given (like a WECHAT_ACCESS_TOKEN).
     pub fixed_tokens: Vec<String>,
     pub token_lifetime: Duration,
+    /// The `expires_in` stable_token announces, when it should differ from
+    /// the real lifetime (an implausible `0`, say).
+    pub announced_lifetime: Option<u64>,
     pub orders: HashMap<String, OrderState>,
     /// State of orders not listed.
     pub default_state: OrderState,
@@ -113,6 +127,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Keep a request log in memory (tests read it).
     pub keep_log: bool,
+    /// Text that orders in the `echo` state repeat in their errmsg.
+    pub echo: String,
     pub seed: u64,
 }
 
@@ -126,12 +142,14 @@ impl SimConfig {
             app_secret: String::new(),
             fixed_tokens: Vec::new(),
             token_lifetime: Duration::from_secs(7200),
+            announced_lifetime: None,
             orders: HashMap::new(),
             default_state: OrderState::Deducted,
             session_keys: Arc::default(),
             sessions: SessionPolicy::Lenient,
             faults: Faults::default(),
             keep_log: false,
+            echo: String::new(),
             seed: 1,
         }
     }
@@ -162,6 +180,8 @@ pub struct SimStats {
     pub force_refreshes: u64,
     /// Calls of the forbidden `GET /cgi-bin/token`.
     pub get_token_calls: u64,
+    /// Every request that arrived, as `METHOD path` (cancels and tokens alike).
+    pub requests: Vec<String>,
     /// The most cancel requests being handled at once (arrived, not yet answered).
     pub max_in_flight: usize,
 }
@@ -230,6 +250,8 @@ pub struct Simulator {
 /// What a handled request turns into.
 enum Response {
     Json(u16, String),
+    /// HTTP 307 to this location.
+    Redirect(String),
     /// Processed, but the answer is never sent.
     Drop,
 }
@@ -341,7 +363,6 @@ async fn handle(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
-    let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("").to_string();
     let post = parts.method == hyper::Method::POST;
     let arrived = Instant::now();
     let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI;
@@ -352,9 +373,13 @@ async fn handle(
             st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
         }
         let latency = st.cfg.faults.latency;
+        st.stats.requests.push(format!("{} {path}", parts.method));
         let r = match (post, path) {
-            (true, sign::PROD_URI) => st.cancel(false, &token, &body, arrived, started),
-            (true, sign::SANDBOX_URI) => st.cancel(true, &token, &body, arrived, started),
+            _ if st.cfg.faults.redirect_to.is_some() => {
+                Response::Redirect(st.cfg.faults.redirect_to.clone().unwrap_or_default())
+            }
+            (true, sign::PROD_URI) => st.cancel(false, query, &body, arrived, started),
+            (true, sign::SANDBOX_URI) => st.cancel(true, query, &body, arrived, started),
             (true, "/cgi-bin/stable_token") => st.stable_token(&body),
             (_, "/cgi-bin/token") => {
                 st.stats.get_token_calls += 1;
@@ -375,6 +400,11 @@ async fn handle(
             .status(status)
             .header("Content-Type", "application/json")
             .body(text.into())
+            .map_err(std::io::Error::other),
+        Response::Redirect(to) => hyper::Response::builder()
+            .status(307)
+            .header("Location", to)
+            .body(String::new().into())
             .map_err(std::io::Error::other),
         Response::Drop => {
             // Hold the connection without answering until the client gives
@@ -438,7 +468,8 @@ impl State {
         }
     }
 
-    fn cancel(&mut self, sandbox: bool, token: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
+    fn cancel(&mut self, sandbox: bool, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
+        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
         let parsed = parse_body(body);
         let mut entry = LogEntry {
             at: arrived.duration_since(started).as_secs_f64(),
@@ -449,19 +480,27 @@ impl State {
             status: 200,
             errcode: None,
         };
-        let response = self.decide(sandbox, token, parsed, arrived);
+        let response = self.decide(sandbox, token, query, parsed, arrived);
         match &response {
             Response::Json(status, text) => {
                 entry.status = *status;
                 entry.errcode = serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode);
             }
+            Response::Redirect(_) => entry.status = 307,
             Response::Drop => entry.status = 0,
         }
         self.log(entry);
         response
     }
 
-    fn decide(&mut self, sandbox: bool, token: &str, body: Result<Body, String>, arrived: Instant) -> Response {
+    fn decide(
+        &mut self,
+        sandbox: bool,
+        token: &str,
+        query: &str,
+        body: Result<Body, String>,
+        arrived: Instant,
+    ) -> Response {
         let faults = self.cfg.faults.clone();
         if let Some(limit) = faults.frequency_limit {
             while self.window.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
@@ -535,9 +574,13 @@ impl State {
             }
             OrderState::Unknown => answer(90000, "order not exist"),
             OrderState::Errcode(c) => answer(*c, "simulated error"),
+            OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
         };
         if self.rng.f64() < faults.drop_rate {
             return Response::Drop;
+        }
+        if self.rng.f64() < faults.bogus_rate {
+            return Response::Json(200, faults.bogus_body.unwrap_or_else(|| "{}".into()));
         }
         reply
     }
@@ -578,10 +621,11 @@ impl State {
         };
         let expires = self.current.as_ref().map_or(now, |c| c.1);
         json(&StableTokenAnswer {
-            access_token: Some(token),
-            expires_in: Some(expires.saturating_duration_since(now).as_secs().max(1)),
-            errcode: 0,
-            errmsg: "ok".into(),
+            access_token: token,
+            expires_in: self
+                .cfg
+                .announced_lifetime
+                .unwrap_or_else(|| expires.saturating_duration_since(now).as_secs().max(1)),
         })
     }
 }

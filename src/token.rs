@@ -4,7 +4,7 @@
 //! the token the live game's servers are using.
 
 use crate::api::Transport;
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,23 @@ pub enum TokenFailure {
     RefreshExhausted,
     #[error("could not get an access token: {0}. Check WECHAT_APP_SECRET and --appid")]
     Fetch(String),
+}
+
+/// A lifetime stable_token announced that cannot be real (`0`, a few
+/// seconds, more than a day) is replaced by [`FALLBACK_LIFETIME`]: taken at
+/// its word, `expires_in: 0` made the tool fetch before every request.
+const PLAUSIBLE_LIFETIME: std::ops::RangeInclusive<u64> = 60..=86_400;
+const FALLBACK_LIFETIME: Duration = Duration::from_secs(60);
+/// stable_token is never called more often than this, whatever it answers.
+const MIN_FETCH_GAP: Duration = Duration::from_secs(3);
+
+/// The lifetime to plan with for an announced `expires_in`.
+fn planned_lifetime(announced: Duration) -> Duration {
+    if PLAUSIBLE_LIFETIME.contains(&announced.as_secs()) {
+        announced
+    } else {
+        FALLBACK_LIFETIME
+    }
 }
 
 struct Current {
@@ -44,13 +61,21 @@ impl Current {
 
 enum Source {
     Static(Secret),
-    Stable { transport: Arc<dyn Transport>, appid: String, secret: Secret, state: Mutex<StableState> },
+    Stable {
+        transport: Arc<dyn Transport>,
+        appid: String,
+        secret: Secret,
+        state: Mutex<StableState>,
+        /// Every fetched token joins it, so no output can carry one.
+        redactor: Redactor,
+    },
 }
 
 struct StableState {
     current: Option<Current>,
     force_used: bool,
     calls: u64,
+    last_fetch: Option<Instant>,
 }
 
 /// The access tokens of one run, shared by every worker.
@@ -65,13 +90,19 @@ impl Tokens {
 
     /// Tokens from stable_token; fetches the first one now, so a wrong secret
     /// stops the run before anything is sent.
-    pub fn stable(transport: Arc<dyn Transport>, appid: &str, secret: Secret) -> Result<Tokens, TokenFailure> {
+    pub fn stable(
+        transport: Arc<dyn Transport>,
+        appid: &str,
+        secret: Secret,
+        redactor: Redactor,
+    ) -> Result<Tokens, TokenFailure> {
         let tokens = Tokens {
             source: Source::Stable {
                 transport,
                 appid: appid.to_string(),
                 secret,
-                state: Mutex::new(StableState { current: None, force_used: false, calls: 0 }),
+                state: Mutex::new(StableState { current: None, force_used: false, calls: 0, last_fetch: None }),
+                redactor,
             },
         };
         tokens.current()?;
@@ -129,17 +160,24 @@ impl Tokens {
     }
 
     fn fetch(&self, st: &mut StableState, force: bool) -> Result<Secret, TokenFailure> {
-        let Source::Stable { transport, appid, secret, .. } = &self.source else {
+        let Source::Stable { transport, appid, secret, redactor, .. } = &self.source else {
             unreachable!("only stable tokens are fetched")
         };
+        // Every worker needs a token to go on, so waiting here under the
+        // lock holds up nothing that could have been sent.
+        if let Some(wait) = st.last_fetch.and_then(|t| (t + MIN_FETCH_GAP).checked_duration_since(Instant::now())) {
+            std::thread::sleep(wait);
+        }
         st.calls += 1;
         let now = Instant::now();
+        st.last_fetch = Some(now);
         if let Some(c) = st.current.as_mut() {
             c.last_call = now;
         }
         let grant = transport.stable_token(appid, secret.expose(), force).map_err(TokenFailure::Fetch)?;
-        st.current =
-            Some(Current { token: grant.token.clone(), fetched: now, lifetime: grant.expires_in, last_call: now });
+        redactor.add(&grant.token);
+        let lifetime = planned_lifetime(grant.expires_in);
+        st.current = Some(Current { token: grant.token.clone(), fetched: now, lifetime, last_call: now });
         Ok(grant.token)
     }
 
@@ -165,6 +203,14 @@ mod tests {
         let short = Current { token: Secret::new("t"), fetched: t0, lifetime: Duration::from_secs(4), last_call: t0 };
         assert!(!short.due(t0 + Duration::from_secs(1)));
         assert!(short.due(t0 + Duration::from_millis(2100)));
+    }
+
+    #[test]
+    fn an_implausible_lifetime_is_planned_as_a_short_fixed_one() {
+        for secs in [0, 1, 59, 86_401, u64::MAX / 2] {
+            assert_eq!(planned_lifetime(Duration::from_secs(secs)), FALLBACK_LIFETIME, "{secs}");
+        }
+        assert_eq!(planned_lifetime(Duration::from_secs(7200)), Duration::from_secs(7200));
     }
 
     #[test]

@@ -45,16 +45,17 @@ fn sigkill_part_way_then_resume_completes_exactly_once() {
 #[test]
 fn a_results_file_that_cannot_grow_stops_the_run_with_exit_3() {
     let w = Workdir::new();
-    w.orders("in.csv", 300);
+    // ~5 KB of input: its private copy fits under the limit below.
+    w.orders("in.csv", 200);
     let sim = start(sim_config());
     let live = w.live("in.csv", "out.csv", &sim);
-    // 4 blocks of 512 bytes: the header and a few dozen rows fit.
+    // 16 blocks of 512 bytes: the header and about 150 rows fit.
     let out = std::process::Command::new("sh")
         .current_dir(w.dir.path())
         .env("MIDAS_APP_KEY", crate::harness::APP_KEY)
         .env("WECHAT_APP_SECRET", crate::harness::APP_SECRET)
         .arg("-c")
-        .arg(r#"trap "" XFSZ; ulimit -f 4; exec "$0" "$@""#)
+        .arg(r#"trap "" XFSZ; ulimit -f 16; exec "$0" "$@""#)
         .arg(live.get_program())
         .args(live.get_args())
         .output()
@@ -64,7 +65,7 @@ fn a_results_file_that_cannot_grow_stops_the_run_with_exit_3() {
     assert!(err.contains("cannot write the results file") && err.contains("File too large"), "{err}");
     assert!(err.contains("--resume"), "{err}");
     let file = std::fs::read(w.path("out.csv")).unwrap();
-    assert!(file.len() <= 2048, "{} bytes", file.len());
+    assert!(file.len() <= 8192, "{} bytes", file.len());
     let recorded = file.iter().filter(|&&b| b == b'\n').count() - 1;
     // Only requests already in flight when the file stopped growing go
     // unrecorded; without the stop, each of the 16 workers sent one more.
@@ -73,8 +74,8 @@ fn a_results_file_that_cannot_grow_stops_the_run_with_exit_3() {
 
     w.live("in.csv", "out.csv", &sim).arg("--resume").assert().code(0);
     let r = Results::read(&w.path("out.csv"));
-    assert_one_line_per_row(&r, 300);
-    assert!(sim.stats().cancelled_once(300), "every order cancelled, once");
+    assert_one_line_per_row(&r, 200);
+    assert!(sim.stats().cancelled_once(200), "every order cancelled, once");
 }
 
 #[test]
@@ -166,20 +167,46 @@ fn resume_is_refused_for_a_changed_input_unless_forced() {
     assert_one_line_per_row(&Results::read(&w.path("out.csv")), 6);
 }
 
+/// Regression (rehearsal_file_became_production_record): `--force-resume`
+/// let a `--simulate` results file be resumed against production, so 100
+/// simulated `cancelled` lines became production's record.
 #[test]
-fn a_rehearsal_is_never_resumed_for_real() {
+fn a_rehearsal_is_never_resumed_for_real_not_even_forced() {
     let w = Workdir::new();
     w.orders("in.csv", 3);
     w.cmd()
         .args(["run", "in.csv", "-o", "out.csv", "--appid", "wx1", "--offer-id", "1", "--simulate"])
         .assert()
         .code(0);
+    let before = std::fs::read(w.path("out.csv")).unwrap();
     let sim = start(sim_config());
-    let out =
-        w.live("in.csv", "out.csv", &sim).args(["--appid", "wx1", "--offer-id", "1", "--resume"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("environment was `rehearsal`"), "{}", stderr_of(&out));
+    for extra in [&["--resume"][..], &["--resume", "--force-resume"]] {
+        let out = w.live("in.csv", "out.csv", &sim).args(["--appid", "wx1", "--offer-id", "1"]).args(extra).output();
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = stderr_of(&out);
+        assert!(err.contains("records a rehearsal run") && err.contains("no flag overrides"), "{err}");
+    }
     assert!(sim.stats().log.is_empty());
+    assert_eq!(std::fs::read(w.path("out.csv")).unwrap(), before, "the rehearsal record is untouched");
+}
+
+/// Regression (resume_ignored_pf_and_column_changes): only appid and
+/// offer_id were compared, so a resume with another --pf or --column mixed
+/// two configurations in one record.
+#[test]
+fn resume_is_refused_for_another_pf_or_column_mapping() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id,uid\nB1,o1,1,o9\nB2,o2,1,o8\n");
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    for extra in [&["--pf", "ios"][..], &["--column", "openid=uid"]] {
+        let out = w.live("in.csv", "out.csv", &sim).arg("--resume").args(extra).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = stderr_of(&out);
+        assert!(err.contains("refusing to resume") && (err.contains("pf") || err.contains("column")), "{err}");
+    }
+    assert_eq!(sim.stats().log.len(), 2);
 }
 
 #[test]
