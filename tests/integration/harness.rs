@@ -69,6 +69,24 @@ impl Workdir {
         c
     }
 
+    /// A live `run` against any base URL (for URL checks).
+    pub fn live_to(&self, input: &str, output: &str, base_url: &str) -> Command {
+        let mut c = self.cmd();
+        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args([
+            "run",
+            input,
+            "-o",
+            output,
+            "--appid",
+            "wxtest",
+            "--offer-id",
+            "123",
+            "--base-url",
+            base_url,
+        ]);
+        c
+    }
+
     /// The same live run as a process that can be killed part-way.
     pub fn spawn_live(&self, input: &str, output: &str, sim: &Simulator, extra: &[&str]) -> std::process::Child {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("midas-cancel"))

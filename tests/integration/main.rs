@@ -5,6 +5,7 @@ mod harness;
 
 mod dry_run;
 mod input_files;
+mod integrity;
 mod live;
 mod operator;
 mod resume;
