@@ -45,8 +45,8 @@ pub fn classify_errcode(errcode: i64) -> (Category, Action) {
 /// What came back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// A JSON answer with an integer errcode.
-    Answer { errcode: i64, errmsg: String },
+    /// A JSON answer with an integer errcode, and the (2xx) HTTP status it came with.
+    Answer { status: u16, errcode: i64, errmsg: String },
     /// An HTTP status other than 2xx (3xx, 429, 5xx, ...) without a usable answer.
     Status(u16),
     /// No usable answer: timeout, reset, refused, unparsable body, no errcode.
@@ -62,6 +62,14 @@ impl Reply {
             Reply::Status(429) => (Category::RateLimited, Action::Retry { slow_down: true }),
             Reply::Status(s) if *s >= 500 => (Category::NetworkError, Action::Retry { slow_down: true }),
             Reply::Status(_) | Reply::Failed(_) => (Category::NetworkError, Action::Retry { slow_down: false }),
+        }
+    }
+
+    /// The HTTP status, when a response came at all.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Reply::Answer { status, .. } | Reply::Status(status) => Some(*status),
+            Reply::Failed(_) => None,
         }
     }
 
@@ -105,7 +113,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> Reply {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
-    Reply::Answer { errcode, errmsg }
+    Reply::Answer { status, errcode, errmsg }
 }
 
 /// The JSON answer of cancelpay as the simulator writes it.
@@ -327,7 +335,7 @@ mod tests {
     /// its kin were read as errcode 0.
     #[test]
     fn only_an_integer_errcode_is_an_answer() {
-        let ok = |code: i64, msg: &str| Reply::Answer { errcode: code, errmsg: msg.into() };
+        let ok = |code: i64, msg: &str| Reply::Answer { status: 200, errcode: code, errmsg: msg.into() };
         let table: &[(u16, &str, Option<Reply>)] = &[
             (200, r#"{"errcode":0,"errmsg":"ok"}"#, Some(ok(0, "ok"))),
             (200, r#"{"errcode":90015}"#, Some(ok(90015, ""))),

@@ -303,6 +303,10 @@ pub struct RunArgs {
           value_parser = |s: &str| limits::BACKOFF_MS.parse(s))]
     pub backoff_ms: Option<u64>,
 
+    /// Append one JSON line per request (and per pace change and token fetch) to FILE, for the post-mortem.
+    #[arg(long, value_name = "FILE.jsonl", help_heading = "Sending")]
+    pub log: Option<PathBuf>,
+
     /// Print only warnings, errors and the final summary.
     #[arg(short, long)]
     pub quiet: bool,

@@ -2,10 +2,10 @@
 //! [`RunConfig`]. Nothing downstream reads flags or the environment.
 
 use crate::cli::{InputArgs, RunArgs};
+use crate::engine::SendSettings;
 use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, SessionKeys};
 use crate::limits;
 use crate::secret::{Redactor, Secret};
-use crate::send::SendSettings;
 use crate::sign::CancelParams;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
@@ -196,6 +196,8 @@ pub struct RunConfig {
     /// `--yes`: no confirmation prompt.
     pub yes: bool,
     pub redactor: Redactor,
+    /// `--log FILE.jsonl`: the attempt log.
+    pub log: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -372,6 +374,7 @@ impl RunConfig {
             sum: args.sum.clone(),
             yes: args.yes,
             redactor,
+            log: args.log.clone(),
         })
     }
 }

@@ -29,11 +29,6 @@ const DEPTH: usize = 4;
 /// How many row problems a dry run repeats on stderr (`check` lists them all).
 pub const SHOWN_PROBLEMS: usize = 20;
 
-/// The time now, in UNIX seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// The parallel stage's verdict on one row, owning nothing of the batch.
 struct Signed {
     bill_no_valid: bool,
@@ -51,7 +46,7 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
             out: DrySigned { category: Category::InvalidInput, ts: None, sig: None, mp_sig: None },
         },
         Validated::Valid(o) => {
-            let ts = cfg.dry_run_ts.unwrap_or_else(unix_now);
+            let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
             let params = cfg.request.params(o, ts);
             let s = signer.sign(&params, cfg.input.mp_sig.inputs(cfg.access_token.as_ref(), o.session_key));
             Signed {

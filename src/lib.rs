@@ -4,11 +4,14 @@
 //! paced sends → outcomes → results file and summary.
 
 pub mod api;
+pub mod attempt_log;
 pub mod category;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dryrun;
+pub mod engine;
 pub mod input;
 pub mod limits;
 pub mod lock;
@@ -17,7 +20,6 @@ pub mod report;
 pub mod reporter;
 pub mod resume;
 pub mod secret;
-pub mod send;
 pub mod sign;
 pub mod sim;
 pub mod token;
@@ -244,11 +246,19 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let base = simulator.as_ref().map_or(cfg.base_url.as_str(), |s| s.url());
     let transport: Arc<dyn api::Transport> =
         Arc::new(api::HttpTransport::new(base, cfg.send.timeout, cfg.send.concurrency)?);
+    let log = match &cfg.log {
+        Some(p) => Some(Arc::new(attempt_log::AttemptLog::open(p)?)),
+        None => None,
+    };
     let tokens = match (&cfg.app_secret, &cfg.access_token) {
-        (Some(secret), _) => {
-            token::Tokens::stable(transport.clone(), &cfg.request.appid, secret.clone(), cfg.redactor.clone())
-                .map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&e.to_string())))?
-        }
+        (Some(secret), _) => token::Tokens::stable(
+            transport.clone(),
+            &cfg.request.appid,
+            secret.clone(),
+            cfg.redactor.clone(),
+            log.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!(cfg.redactor.redact(&e.to_string())))?,
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
@@ -268,20 +278,20 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     resume::write_fingerprint(&cfg.output, &fingerprint)?;
     // A resumed file already has its header.
     let writer = output::ResultsWriter::new(file, &header, output::Layout::Live, !cfg.resume)?;
-    let target = send::Target { writer, done, prior };
-    let control = Arc::new(send::Control::default());
+    let target = engine::Target { writer, done, prior };
+    let control = Arc::new(engine::Control::default());
     let handler_control = control.clone();
     let presses = std::sync::atomic::AtomicU32::new(0);
     ctrlc::set_handler(move || {
         if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             say!("\nStopping: finishing the requests in flight and recording them (Ctrl-C again quits at once)");
-            handler_control.stop(send::StopReason::Interrupted);
+            handler_control.stop(engine::StopReason::Interrupted);
         } else {
             handler_control.hard_stop();
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-    let report = match send::run(cfg, transport, &tokens, &control, input, total, target, reporter) {
+    let report = match engine::run(cfg, transport, &tokens, &control, input, total, target, reporter, log.as_deref()) {
         Ok(r) => r,
         // Requests may have been sent: not exit 2 ("nothing was sent") but 3.
         Err(e) => {
@@ -300,24 +310,16 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         Ok(s) => reporter.notice(&s.table()),
         Err(e) => reporter.notice(&format!("{}\n(--sum: {e:#})", report.tally.table())),
     }
-    let secs = report.elapsed.as_secs_f64();
-    reporter.notice(&format!(
-        "{} requests in {:.1} s ({:.1}/s); slowed down {} time(s) by WeChat's overload signals; {} token fetch(es)",
-        report.requests,
-        secs,
-        report.requests as f64 / secs.max(0.001),
-        report.slowdowns,
-        report.token_refreshes
-    ));
+    reporter.notice(&pace_summary(&report));
     Ok(match report.stop {
-        Some(send::StopReason::Breaker(why)) => {
+        Some(engine::StopReason::Breaker(why)) => {
             reporter.notice(&format!(
                 "Stopped early: {why}\nRows not attempted are `skipped`. After fixing the cause, continue with:\n  {}",
                 resume_command()
             ));
             Exit::Stopped
         }
-        Some(send::StopReason::Interrupted) => {
+        Some(engine::StopReason::Interrupted) => {
             reporter.notice(&format!(
                 "Interrupted: requests in flight were finished and recorded; rows not attempted are `skipped`. Continue with:\n  {}",
                 resume_command()
@@ -327,6 +329,34 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         None if report.tally.all_in(Category::is_success) => Exit::Done,
         None => Exit::Attention,
     })
+}
+
+/// How the pace went: requested, achieved, the limit found and what it cost.
+fn pace_summary(report: &engine::LiveReport) -> String {
+    let secs = report.elapsed.as_secs_f64();
+    let p = &report.pace;
+    let mut s = format!(
+        "pace: {} requests in {secs:.1} s, {:.1}/s achieved of {}/s requested; {} token fetch(es)",
+        report.requests,
+        report.requests as f64 / secs.max(0.001),
+        report.requested_rate,
+        report.token_refreshes
+    );
+    match p.limit_found {
+        Some(limit) => s.push_str(&format!(
+            "
+WeChat's frequency limit found near {limit:.0}/s: {} request(s) rejected by it (45009/429), \
+             pace slowed {} time(s), {:.0}/s at the end",
+            p.limit_answers, p.cuts, p.pace
+        )),
+        None if p.cuts > 0 || p.limit_answers > 0 => s.push_str(&format!(
+            "
+slowed {} time(s) by WeChat's overload signals; {} request(s) rejected by the frequency limit",
+            p.cuts, p.limit_answers
+        )),
+        None => s.push_str("; never slowed by WeChat's overload signals"),
+    }
+    s
 }
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {

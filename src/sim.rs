@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The state of one order on the simulated Midas side.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,10 +264,6 @@ fn answer(errcode: i64, errmsg: &str) -> Response {
     json(&Answer { errcode, errmsg: errmsg.to_string() })
 }
 
-fn unix_now_f64() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 impl Simulator {
     /// Binds 127.0.0.1:`cfg.port` (0 = any free port) and starts serving.
     pub fn start(cfg: SimConfig, log_path: Option<&Path>) -> anyhow::Result<Simulator> {
@@ -475,7 +471,7 @@ impl State {
             at: arrived.duration_since(started).as_secs_f64(),
             sandbox,
             bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
-            ts_lag: parsed.as_ref().ok().map(|b| unix_now_f64() - b.ts as f64),
+            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
             mp_sig: parsed.as_ref().is_ok_and(|b| b.mp_sig.is_some()),
             status: 200,
             errcode: None,

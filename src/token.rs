@@ -4,6 +4,7 @@
 //! the token the live game's servers are using.
 
 use crate::api::Transport;
+use crate::attempt_log::{AttemptLog, Event};
 use crate::secret::{Redactor, Secret};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +69,7 @@ enum Source {
         state: Mutex<StableState>,
         /// Every fetched token joins it, so no output can carry one.
         redactor: Redactor,
+        log: Option<Arc<AttemptLog>>,
     },
 }
 
@@ -95,6 +97,7 @@ impl Tokens {
         appid: &str,
         secret: Secret,
         redactor: Redactor,
+        log: Option<Arc<AttemptLog>>,
     ) -> Result<Tokens, TokenFailure> {
         let tokens = Tokens {
             source: Source::Stable {
@@ -103,6 +106,7 @@ impl Tokens {
                 secret,
                 state: Mutex::new(StableState { current: None, force_used: false, calls: 0, last_fetch: None }),
                 redactor,
+                log,
             },
         };
         tokens.current()?;
@@ -160,7 +164,7 @@ impl Tokens {
     }
 
     fn fetch(&self, st: &mut StableState, force: bool) -> Result<Secret, TokenFailure> {
-        let Source::Stable { transport, appid, secret, redactor, .. } = &self.source else {
+        let Source::Stable { transport, appid, secret, redactor, log, .. } = &self.source else {
             unreachable!("only stable tokens are fetched")
         };
         // Every worker needs a token to go on, so waiting here under the
@@ -174,7 +178,11 @@ impl Tokens {
         if let Some(c) = st.current.as_mut() {
             c.last_call = now;
         }
-        let grant = transport.stable_token(appid, secret.expose(), force).map_err(TokenFailure::Fetch)?;
+        let grant = transport.stable_token(appid, secret.expose(), force);
+        if let Some(log) = log {
+            log.write(&Event::Token { at: crate::clock::unix_now_f64(), ok: grant.is_ok(), forced: force });
+        }
+        let grant = grant.map_err(TokenFailure::Fetch)?;
         redactor.add(&grant.token);
         let lifetime = planned_lifetime(grant.expires_in);
         st.current = Some(Current { token: grant.token.clone(), fetched: now, lifetime, last_call: now });

@@ -1,0 +1,399 @@
+//! Pacing: a hard limit that no request passes (governor: at most
+//! `rate + burst` in any sliding second, retries included) and, beneath it,
+//! the pace an overload controller sets from the *share* of overload answers.
+//!
+//! The controller:
+//! - counts each answer toward the pace *epoch* its request was sent in; a
+//!   cut starts a new epoch, so the answers of requests already in flight
+//!   when WeChat pushed back never cause a second cut;
+//! - cuts on the frequency limit (45009, HTTP 429) when they are at least
+//!   [`LIMIT_SHARE`] of the epoch's recent answers, to a little below the
+//!   rate WeChat *accepted* over the last [`WINDOW`]: it settles near the
+//!   server's limit instead of halving and doubling around it;
+//! - cuts on "busy" (-1, 5xx) only when their share rises [`BUSY_EXCESS`]
+//!   above the run's background (a slow average), so a scattering of random
+//!   errors does not slow the run;
+//! - after [`HOLD`] without a cut, probes upward by [`PROBE`] of the pace per
+//!   second until the next overload or the full `--rate`.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How far back "recent answers" reach.
+const WINDOW: Duration = Duration::from_secs(2);
+/// Answers of the current epoch needed before a cut is judged.
+const MIN_SAMPLES: usize = 10;
+/// Share of frequency-limit answers that cuts the pace ...
+const LIMIT_SHARE: f64 = 0.05;
+/// ... and how many of them at least.
+const MIN_LIMIT_ANSWERS: usize = 3;
+/// A cut on the frequency limit aims this far below the accepted rate.
+const BELOW_LIMIT: f64 = 0.95;
+/// "Busy" answers cut the pace when their share is this far above background ...
+const BUSY_EXCESS: f64 = 0.2;
+/// ... and at least this many of them; the cut multiplies the pace by:
+const BUSY_CUT: f64 = 0.7;
+const MIN_BUSY_ANSWERS: usize = 5;
+/// Time constant of the background share of busy answers.
+const BACKGROUND_TAU: f64 = 30.0;
+/// Quiet time after a cut before probing upward.
+const HOLD: Duration = Duration::from_secs(1);
+/// Upward probe per second, as a share of the pace (at least 0.5 request/s).
+const PROBE: f64 = 0.02;
+const PROBE_STEP: Duration = Duration::from_millis(250);
+/// The longest single sleep, so that a stop is noticed quickly.
+const NAP: Duration = Duration::from_millis(50);
+/// GCRA admits `burst + 1` at once and then one per period; pacing at 99.5 %
+/// of `--rate` keeps any sliding second under `rate + burst` even when a few
+/// requests leave a little late.
+const PACE_MARGIN: f64 = 0.995;
+
+fn limiter(per_second: f64, capacity: u32) -> DefaultDirectRateLimiter {
+    // Bounded by --rate's range (1..=10_000) and the floor of 1/s, so the
+    // period is a positive, finite duration.
+    let period = Duration::from_secs_f64(1.0 / per_second.clamp(1.0, 1e6));
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(capacity.max(1)).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota)
+}
+
+/// What an answer says about WeChat's load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Anything but the two below (timeouts included).
+    Fine,
+    /// The frequency limit: 45009, HTTP 429.
+    Limit,
+    /// System busy: -1, HTTP 5xx.
+    Busy,
+}
+
+/// A change of pace, for the attempt log and progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaceChange {
+    pub from: f64,
+    pub to: f64,
+    pub why: &'static str,
+}
+
+struct Answer {
+    at: Instant,
+    signal: Signal,
+    epoch: u64,
+}
+
+struct Controller {
+    pace: f64,
+    /// `None` while the pace is the full rate.
+    limiter: Option<DefaultDirectRateLimiter>,
+    epoch: u64,
+    last_change: Instant,
+    last_probe: Instant,
+    recent: VecDeque<Answer>,
+    first_answer: Option<Instant>,
+    background: f64,
+    background_at: Option<Instant>,
+    limit_found: Option<f64>,
+    cuts: u64,
+    limit_answers: u64,
+}
+
+/// What the controller found, for the end-of-run summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PaceReport {
+    /// The accepted rate measured at the last frequency-limit cut.
+    pub limit_found: Option<f64>,
+    pub cuts: u64,
+    /// Answers that were the frequency limit (45009, 429).
+    pub limit_answers: u64,
+    pub pace: f64,
+}
+
+/// Pacing shared by every worker.
+pub struct Pacer {
+    hard: DefaultDirectRateLimiter,
+    rate: f64,
+    ctl: Mutex<Controller>,
+    clock: DefaultClock,
+}
+
+impl Pacer {
+    pub fn new(rate: NonZeroU32, burst: u32) -> Pacer {
+        let rate = f64::from(rate.get());
+        let now = Instant::now();
+        Pacer {
+            hard: limiter(rate * PACE_MARGIN, burst + 1),
+            rate,
+            ctl: Mutex::new(Controller {
+                pace: rate,
+                limiter: None,
+                epoch: 0,
+                last_change: now,
+                last_probe: now,
+                recent: VecDeque::new(),
+                first_answer: None,
+                background: 0.0,
+                background_at: None,
+                limit_found: None,
+                cuts: 0,
+                limit_answers: 0,
+            }),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn ctl(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.ctl.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until a request may leave; returns the epoch it leaves in (to
+    /// hand back to [`Pacer::observe`]) and any probe step taken, or `None`
+    /// when `stop` was raised.
+    pub fn wait(&self, stop: &AtomicBool) -> Option<(u64, Option<PaceChange>)> {
+        let mut change = None;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let wait = {
+                let mut c = self.ctl();
+                if let Some(step) = self.probe(&mut c, Instant::now()) {
+                    change = Some(step);
+                }
+                match &c.limiter {
+                    Some(l) => l.check().err().map(|n| n.wait_time_from(self.clock.now())),
+                    None => None,
+                }
+            };
+            match wait {
+                Some(d) => std::thread::sleep(d.min(NAP)),
+                None => break,
+            }
+        }
+        loop {
+            match self.hard.check() {
+                Ok(()) => return Some((self.ctl().epoch, change)),
+                Err(n) => std::thread::sleep(n.wait_time_from(self.clock.now()).min(NAP)),
+            }
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+        }
+    }
+
+    /// Counts one answer to a request sent in `epoch`; returns the cut it
+    /// caused, if any.
+    pub fn observe(&self, epoch: u64, signal: Signal) -> Option<PaceChange> {
+        self.observe_at(epoch, signal, Instant::now())
+    }
+
+    fn observe_at(&self, epoch: u64, signal: Signal, now: Instant) -> Option<PaceChange> {
+        let mut c = self.ctl();
+        c.first_answer.get_or_insert(now);
+        c.recent.push_back(Answer { at: now, signal, epoch });
+        while c.recent.front().is_some_and(|a| now.duration_since(a.at) > WINDOW) {
+            c.recent.pop_front();
+        }
+        if signal == Signal::Limit {
+            c.limit_answers += 1;
+        }
+        update_background(&mut c, now);
+        if signal == Signal::Fine {
+            return None;
+        }
+        let current = c.epoch;
+        let (mut n, mut limits, mut busy) = (0usize, 0usize, 0usize);
+        for a in c.recent.iter().filter(|a| a.epoch == current) {
+            n += 1;
+            limits += usize::from(a.signal == Signal::Limit);
+            busy += usize::from(a.signal == Signal::Busy);
+        }
+        if n < MIN_SAMPLES {
+            return None;
+        }
+        let share = |k: usize| k as f64 / n as f64;
+        let target = if limits >= MIN_LIMIT_ANSWERS && share(limits) >= LIMIT_SHARE {
+            let accepted = accepted_rate(&c, now);
+            c.limit_found = Some(accepted);
+            (c.pace.min(accepted) * BELOW_LIMIT, "frequency limit: settle below the accepted rate")
+        } else if busy >= MIN_BUSY_ANSWERS && share(busy) >= c.background + BUSY_EXCESS {
+            (c.pace * BUSY_CUT, "system busy well above the background")
+        } else {
+            return None;
+        };
+        c.cuts += 1;
+        Some(self.set_pace(&mut c, target.0, target.1, now, true))
+    }
+
+    /// Probes upward after a quiet hold.
+    fn probe(&self, c: &mut Controller, now: Instant) -> Option<PaceChange> {
+        if c.pace >= self.rate || now.duration_since(c.last_change) < HOLD {
+            return None;
+        }
+        let since = now.duration_since(c.last_probe);
+        if since < PROBE_STEP {
+            return None;
+        }
+        let step = (c.pace * PROBE).max(0.5) * since.as_secs_f64().min(1.0);
+        let to = c.pace + step;
+        let change = self.set_pace(c, to, "probing upward", now, false);
+        Some(change)
+    }
+
+    fn set_pace(&self, c: &mut Controller, to: f64, why: &'static str, now: Instant, cut: bool) -> PaceChange {
+        let from = c.pace;
+        c.pace = to.clamp(1.0, self.rate);
+        c.limiter = (c.pace < self.rate).then(|| limiter(c.pace, 1));
+        c.last_probe = now;
+        if cut {
+            c.epoch += 1;
+            c.last_change = now;
+        }
+        PaceChange { from, to: c.pace, why }
+    }
+
+    /// The pace now, in requests per second.
+    pub fn current_rate(&self) -> f64 {
+        self.ctl().pace
+    }
+
+    pub fn report(&self) -> PaceReport {
+        let c = self.ctl();
+        PaceReport { limit_found: c.limit_found, cuts: c.cuts, limit_answers: c.limit_answers, pace: c.pace }
+    }
+}
+
+/// Answers other than the frequency limit per second, over the recent window
+/// (or since the first answer, early in a run). A short span is taken as it
+/// is: an estimate that runs high costs one more cut a moment later, one that
+/// runs low costs the slow climb back.
+fn accepted_rate(c: &Controller, now: Instant) -> f64 {
+    let since = c.first_answer.map_or(WINDOW, |t| now.duration_since(t)).clamp(Duration::from_millis(10), WINDOW);
+    let accepted = c.recent.iter().filter(|a| a.signal != Signal::Limit).count();
+    accepted as f64 / since.as_secs_f64()
+}
+
+/// Moves the background share of busy answers toward the recent share, with
+/// a time constant of [`BACKGROUND_TAU`] seconds.
+fn update_background(c: &mut Controller, now: Instant) {
+    let Some(last) = c.background_at else {
+        c.background_at = Some(now);
+        return;
+    };
+    let dt = now.duration_since(last).as_secs_f64();
+    if dt < 0.25 || c.recent.is_empty() {
+        return;
+    }
+    let busy = c.recent.iter().filter(|a| a.signal == Signal::Busy).count() as f64 / c.recent.len() as f64;
+    let weight = 1.0 - (-dt / BACKGROUND_TAU).exp();
+    c.background += (busy - c.background) * weight;
+    c.background_at = Some(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(rate: u32) -> Pacer {
+        Pacer::new(NonZeroU32::new(rate).unwrap(), 1)
+    }
+
+    /// Feeds `per_second` answers a second for `secs` seconds from `t0`,
+    /// `signal(i)` deciding each; returns the time reached.
+    fn feed(p: &Pacer, t0: Instant, secs: f64, per_second: f64, signal: impl Fn(usize) -> Signal) -> Instant {
+        let n = (secs * per_second) as usize;
+        let mut t = t0;
+        for i in 0..n {
+            t = t0 + Duration::from_secs_f64(i as f64 / per_second);
+            let epoch = p.ctl().epoch;
+            p.observe_at(epoch, signal(i), t);
+        }
+        t
+    }
+
+    #[test]
+    fn a_background_of_random_busy_answers_never_slows_the_run() {
+        let p = pacer(100);
+        // 5 % -1 and 3 % 5xx, at random-looking positions, for a minute.
+        feed(&p, Instant::now(), 60.0, 100.0, |i| if (i * 37) % 100 < 8 { Signal::Busy } else { Signal::Fine });
+        assert_eq!(p.report().cuts, 0);
+        assert_eq!(p.current_rate(), 100.0);
+    }
+
+    #[test]
+    fn a_burst_of_busy_answers_well_above_background_cuts_once_per_epoch() {
+        let p = pacer(100);
+        let t = feed(&p, Instant::now(), 5.0, 100.0, |_| Signal::Fine);
+        // Half the answers busy: one cut, and the answers of requests sent
+        // before it (the old epoch) do not cut again.
+        let old_epoch = p.ctl().epoch;
+        for i in 0..200 {
+            let s = if i % 2 == 0 { Signal::Busy } else { Signal::Fine };
+            p.observe_at(old_epoch, s, t + Duration::from_millis(i));
+        }
+        let r = p.report();
+        assert_eq!(r.cuts, 1);
+        assert!((r.pace - 70.0).abs() < 1e-9, "{}", r.pace);
+    }
+
+    #[test]
+    fn a_frequency_limit_settles_just_below_the_accepted_rate() {
+        let p = pacer(200);
+        // The server accepts 100/s of the 200/s sent: half the answers are
+        // 45009, all to requests sent before the cut (epoch 0).
+        let t = Instant::now();
+        for i in 0..200u32 {
+            let s = if i % 2 == 0 { Signal::Limit } else { Signal::Fine };
+            p.observe_at(0, s, t + Duration::from_millis(u64::from(i) * 5));
+        }
+        let r = p.report();
+        assert_eq!(r.cuts, 1, "one cut for one epoch");
+        let found = r.limit_found.unwrap();
+        assert!((80.0..=120.0).contains(&found), "accepted rate measured as {found}");
+        assert!((r.pace - found * BELOW_LIMIT).abs() < 1e-6 && r.pace < 100.0, "{}", r.pace);
+    }
+
+    #[test]
+    fn a_few_limit_answers_below_the_share_do_not_cut() {
+        let p = pacer(150);
+        // 2 % of answers are HTTP 429 at random: below the 5 % share.
+        feed(&p, Instant::now(), 30.0, 150.0, |i| if i % 50 == 7 { Signal::Limit } else { Signal::Fine });
+        assert_eq!(p.report().cuts, 0);
+    }
+
+    #[test]
+    fn after_a_hold_the_pace_probes_upward_to_the_full_rate() {
+        let p = pacer(100);
+        let t = Instant::now();
+        {
+            let mut c = p.ctl();
+            p.set_pace(&mut c, 50.0, "test", t, true);
+        }
+        let mut c = p.ctl();
+        assert!(p.probe(&mut c, t + HOLD / 2).is_none(), "no probe during the hold");
+        let mut at = t + HOLD;
+        let mut steps = 0;
+        while c.pace < 100.0 && steps < 10_000 {
+            at += PROBE_STEP;
+            p.probe(&mut c, at);
+            steps += 1;
+        }
+        assert_eq!(c.pace, 100.0);
+        assert!(c.limiter.is_none(), "full rate: only the hard limit");
+        let secs = at.duration_since(t + HOLD).as_secs_f64();
+        assert!((20.0..=60.0).contains(&secs), "gentle: 50 -> 100/s took {secs} s");
+    }
+
+    #[test]
+    fn extreme_rates_build_a_limiter_without_panicking() {
+        for r in [1, 10_000, u32::MAX] {
+            let _ = Pacer::new(NonZeroU32::new(r).unwrap(), 10_000);
+        }
+    }
+}
