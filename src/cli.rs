@@ -147,6 +147,14 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N", help_heading = "Faults")]
     pub frequency_limit: Option<u32>,
 
+    /// Share of cancels answered HTTP 429 (not processed).
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub throttle_rate: f64,
+
+    /// Share of orders (picked by a hash of the bill_no) that answer 90016 (processing) on every try.
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    pub processing_share: f64,
+
     /// Share of cancels processed but answered HTTP 200 with --bogus-body (no errcode).
     #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
     pub bogus_rate: f64,

@@ -390,6 +390,8 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
         ("--error-rate", args.error_rate),
         ("--drop-rate", args.drop_rate),
         ("--bogus-rate", args.bogus_rate),
+        ("--throttle-rate", args.throttle_rate),
+        ("--processing-share", args.processing_share),
     ] {
         anyhow::ensure!((0.0..=1.0).contains(&p), "{name} must be between 0 and 1");
     }
@@ -402,6 +404,8 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
         bogus_rate: args.bogus_rate,
         bogus_body: Some(args.bogus_body.clone()),
         redirect_to: args.redirect_to.clone(),
+        throttle_rate: args.throttle_rate,
+        processing_share: args.processing_share,
     };
     sc.echo = args.echo.clone();
     sc.announced_lifetime = args.announce_lifetime;

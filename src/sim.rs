@@ -95,6 +95,16 @@ pub struct Faults {
     pub bogus_body: Option<String>,
     /// Answer every request (cancelpay and stable_token) with HTTP 307 to this URL.
     pub redirect_to: Option<String>,
+    /// Share of cancels answered HTTP 429, not processed.
+    pub throttle_rate: f64,
+    /// Share of orders (chosen by a hash of the bill_no, so the same ones
+    /// every time) that answer 90016 (processing) on every try.
+    pub processing_share: f64,
+}
+
+/// Whether `bill_no` is one of the `share` of orders picked by its hash.
+pub fn picked(bill_no: &str, share: f64) -> bool {
+    share > 0.0 && (xxhash_rust::xxh3::xxh3_64(bill_no.as_bytes()) % 10_000) < (share * 10_000.0) as u64
 }
 
 /// How the simulator treats mp_sig.
@@ -510,6 +520,9 @@ impl State {
         if self.rng.f64() < faults.error_rate {
             return Response::Json(502, "<html>502 Bad Gateway</html>".into());
         }
+        if self.rng.f64() < faults.throttle_rate {
+            return Response::Json(429, "<html>429 Too Many Requests</html>".into());
+        }
         if self.rng.f64() < faults.busy_rate {
             return answer(-1, "system error");
         }
@@ -551,6 +564,9 @@ impl State {
                 return answer(90010, "user not login or session expired")
             }
             _ => {}
+        }
+        if picked(&body.bill_no, faults.processing_share) {
+            return answer(90016, "order is processing");
         }
         let state = self.orders.entry(body.bill_no.clone()).or_insert_with(|| self.cfg.default_state.clone());
         let reply = match state {

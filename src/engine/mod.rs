@@ -48,6 +48,8 @@ pub struct SendSettings {
 
 /// Consecutive breaker answers (90011, 90017) that stop the run.
 const BREAKER_THRESHOLD: u32 = 3;
+/// How long the first request may hold the others back (see `Control::canary`).
+const CANARY_PATIENCE: Duration = Duration::from_secs(1);
 /// The longest single wait, so that a stop or a due retry is noticed quickly.
 const NAP: Duration = Duration::from_millis(50);
 /// An order still processing (90016) settles in seconds to a minute, not in
@@ -82,6 +84,8 @@ pub struct Control {
     /// time: a wrong key then costs a few requests, not `concurrency` of them.
     warm: AtomicBool,
     canary: Mutex<()>,
+    /// When the request now holding the canary took it.
+    canary_since: Mutex<Option<Instant>>,
 }
 
 impl Default for Control {
@@ -93,6 +97,7 @@ impl Default for Control {
             consecutive: AtomicU32::new(0),
             warm: AtomicBool::new(false),
             canary: Mutex::new(()),
+            canary_since: Mutex::new(None),
         }
     }
 }
@@ -130,12 +135,30 @@ impl Control {
     /// Until the run is warm, one request at a time. Workers that queued for
     /// the canary while the first request was out must not each hold it for a
     /// whole request once the run is warm: they re-check and pass through.
+    /// A canary whose answer takes longer than [`CANARY_PATIENCE`] (a lost
+    /// reply waits for the whole --timeout) warms the run anyway: a wrong key
+    /// then costs at most `concurrency` requests before the breaker trips.
     fn canary(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
-        if self.warm.load(Ordering::Acquire) {
-            return None;
+        loop {
+            if self.warm.load(Ordering::Acquire) || self.stopped() {
+                return None;
+            }
+            match self.canary.try_lock() {
+                Ok(guard) => {
+                    *self.canary_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    return (!self.warm.load(Ordering::Acquire)).then_some(guard);
+                }
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let since = *self.canary_since.lock().unwrap_or_else(|e| e.into_inner());
+                    if since.is_some_and(|t| t.elapsed() >= CANARY_PATIENCE) {
+                        self.warm.store(true, Ordering::Release);
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
         }
-        let guard = self.canary.lock().unwrap_or_else(|e| e.into_inner());
-        (!self.warm.load(Ordering::Acquire)).then_some(guard)
     }
 
     fn answer_ok(&self) {

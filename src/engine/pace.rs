@@ -4,12 +4,15 @@
 //!
 //! The controller:
 //! - counts each answer toward the pace *epoch* its request was sent in; a
-//!   cut starts a new epoch, so the answers of requests already in flight
-//!   when WeChat pushed back never cause a second cut;
+//!   cut starts a new epoch, and requests sent in the first [`GRACE`] after
+//!   a cut are judged with none: the answers of requests already in flight
+//!   when WeChat pushed back, and of those sent while the server's own
+//!   window still remembers the overshoot, never cause a second cut;
 //! - cuts on the frequency limit (45009, HTTP 429) when they are at least
 //!   [`LIMIT_SHARE`] of the epoch's recent answers, to a little below the
-//!   rate WeChat *accepted* over the last [`WINDOW`]: it settles near the
-//!   server's limit instead of halving and doubling around it;
+//!   most WeChat *accepted* in any one second of the last [`HISTORY`]: it
+//!   settles near the server's limit instead of halving and doubling around
+//!   it (whether or not the server counts rejected calls toward its limit);
 //! - cuts on "busy" (-1, 5xx) only when their share rises [`BUSY_EXCESS`]
 //!   above the run's background (a slow average), so a scattering of random
 //!   errors does not slow the run;
@@ -24,16 +27,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How far back "recent answers" reach.
+/// How far back "recent answers" reach for the shares.
 const WINDOW: Duration = Duration::from_secs(2);
-/// Answers of the current epoch needed before a cut is judged.
-const MIN_SAMPLES: usize = 10;
+/// How far back the accepted rate is looked for.
+const HISTORY: Duration = Duration::from_secs(5);
+/// After a cut, requests sent within this time are judged with no epoch:
+/// a server's frequency window (a second) still holds the overshoot.
+const GRACE: Duration = Duration::from_secs(1);
+/// The epoch tag of requests that are not judged.
+const UNJUDGED: u64 = u64::MAX;
+/// Answers of the current epoch needed before a cut is judged: fewer for the
+/// frequency limit, since a server that counts rejected calls toward its
+/// limit rejects almost everything once the pace is over it.
+const MIN_SAMPLES_LIMIT: usize = 10;
+const MIN_SAMPLES_BUSY: usize = 20;
 /// Share of frequency-limit answers that cuts the pace ...
 const LIMIT_SHARE: f64 = 0.05;
 /// ... and how many of them at least.
 const MIN_LIMIT_ANSWERS: usize = 3;
 /// A cut on the frequency limit aims this far below the accepted rate.
-const BELOW_LIMIT: f64 = 0.95;
+const BELOW_LIMIT: f64 = 0.9;
 /// "Busy" answers cut the pace when their share is this far above background ...
 const BUSY_EXCESS: f64 = 0.2;
 /// ... and at least this many of them; the cut multiplies the pace by:
@@ -43,8 +56,13 @@ const MIN_BUSY_ANSWERS: usize = 5;
 const BACKGROUND_TAU: f64 = 30.0;
 /// Quiet time after a cut before probing upward.
 const HOLD: Duration = Duration::from_secs(1);
-/// Upward probe per second, as a share of the pace (at least 0.5 request/s).
+/// Upward probe per second, as a share of the pace (at least 0.5 request/s) ...
 const PROBE: f64 = 0.02;
+const PROBE_FLOOR: f64 = 0.5;
+/// ... and, within [`NEAR_LIMIT`] of a limit found, a creep (at least 0.05/s).
+const CREEP: f64 = 0.005;
+const CREEP_FLOOR: f64 = 0.05;
+const NEAR_LIMIT: f64 = 0.9;
 const PROBE_STEP: Duration = Duration::from_millis(250);
 /// The longest single sleep, so that a stop is noticed quickly.
 const NAP: Duration = Duration::from_millis(50);
@@ -95,6 +113,10 @@ struct Controller {
     epoch: u64,
     last_change: Instant,
     last_probe: Instant,
+    /// The pace last reported as a change (probes are reported in steps).
+    reported: f64,
+    /// Until when requests are sent unjudged (the grace after a cut).
+    unjudged_until: Option<Instant>,
     recent: VecDeque<Answer>,
     first_answer: Option<Instant>,
     background: f64,
@@ -136,6 +158,8 @@ impl Pacer {
                 epoch: 0,
                 last_change: now,
                 last_probe: now,
+                reported: rate,
+                unjudged_until: None,
                 recent: VecDeque::new(),
                 first_answer: None,
                 background: 0.0,
@@ -178,7 +202,11 @@ impl Pacer {
         }
         loop {
             match self.hard.check() {
-                Ok(()) => return Some((self.ctl().epoch, change)),
+                Ok(()) => {
+                    let c = self.ctl();
+                    let in_grace = c.unjudged_until.is_some_and(|t| Instant::now() < t);
+                    return Some((if in_grace { UNJUDGED } else { c.epoch }, change));
+                }
                 Err(n) => std::thread::sleep(n.wait_time_from(self.clock.now()).min(NAP)),
             }
             if stop.load(Ordering::Relaxed) {
@@ -197,7 +225,7 @@ impl Pacer {
         let mut c = self.ctl();
         c.first_answer.get_or_insert(now);
         c.recent.push_back(Answer { at: now, signal, epoch });
-        while c.recent.front().is_some_and(|a| now.duration_since(a.at) > WINDOW) {
+        while c.recent.front().is_some_and(|a| now.duration_since(a.at) > HISTORY) {
             c.recent.pop_front();
         }
         if signal == Signal::Limit {
@@ -209,20 +237,20 @@ impl Pacer {
         }
         let current = c.epoch;
         let (mut n, mut limits, mut busy) = (0usize, 0usize, 0usize);
-        for a in c.recent.iter().filter(|a| a.epoch == current) {
+        for a in c.recent.iter().filter(|a| a.epoch == current && now.duration_since(a.at) <= WINDOW) {
             n += 1;
             limits += usize::from(a.signal == Signal::Limit);
             busy += usize::from(a.signal == Signal::Busy);
         }
-        if n < MIN_SAMPLES {
-            return None;
-        }
         let share = |k: usize| k as f64 / n as f64;
-        let target = if limits >= MIN_LIMIT_ANSWERS && share(limits) >= LIMIT_SHARE {
+        let target = if n >= MIN_SAMPLES_LIMIT && limits >= MIN_LIMIT_ANSWERS && share(limits) >= LIMIT_SHARE {
             let accepted = accepted_rate(&c, now);
-            c.limit_found = Some(accepted);
+            // The highest estimate stands: a later one may be taken while the
+            // server's window still holds an overshoot, and only decides
+            // this cut, not where probing turns into creeping.
+            c.limit_found = Some(c.limit_found.map_or(accepted, |l: f64| l.max(accepted)));
             (c.pace.min(accepted) * BELOW_LIMIT, "frequency limit: settle below the accepted rate")
-        } else if busy >= MIN_BUSY_ANSWERS && share(busy) >= c.background + BUSY_EXCESS {
+        } else if n >= MIN_SAMPLES_BUSY && busy >= MIN_BUSY_ANSWERS && share(busy) >= c.background + BUSY_EXCESS {
             (c.pace * BUSY_CUT, "system busy well above the background")
         } else {
             return None;
@@ -240,10 +268,18 @@ impl Pacer {
         if since < PROBE_STEP {
             return None;
         }
-        let step = (c.pace * PROBE).max(0.5) * since.as_secs_f64().min(1.0);
+        let near = c.limit_found.is_some_and(|l| c.pace >= l * NEAR_LIMIT);
+        let per_second = if near { (c.pace * CREEP).max(CREEP_FLOOR) } else { (c.pace * PROBE).max(PROBE_FLOOR) };
+        let step = per_second * since.as_secs_f64().min(1.0);
         let to = c.pace + step;
         let change = self.set_pace(c, to, "probing upward", now, false);
-        Some(change)
+        // Reported in steps of a request a second (or on reaching the full
+        // rate), not every quarter second.
+        if (change.to - c.reported).abs() >= 1.0 || change.to >= self.rate {
+            let from = std::mem::replace(&mut c.reported, change.to);
+            return Some(PaceChange { from, ..change });
+        }
+        None
     }
 
     fn set_pace(&self, c: &mut Controller, to: f64, why: &'static str, now: Instant, cut: bool) -> PaceChange {
@@ -254,6 +290,11 @@ impl Pacer {
         if cut {
             c.epoch += 1;
             c.last_change = now;
+            // Early in a run the estimate rests on less than a second: judge
+            // again as soon as that much more has been seen.
+            let seen = c.first_answer.map_or(GRACE, |t| now.duration_since(t));
+            c.unjudged_until = Some(now + seen.min(GRACE));
+            c.reported = c.pace;
         }
         PaceChange { from, to: c.pace, why }
     }
@@ -269,14 +310,31 @@ impl Pacer {
     }
 }
 
-/// Answers other than the frequency limit per second, over the recent window
-/// (or since the first answer, early in a run). A short span is taken as it
-/// is: an estimate that runs high costs one more cut a moment later, one that
-/// runs low costs the slow climb back.
+/// The rate WeChat accepts: the most answers other than the frequency limit
+/// in any one second of the recent history (the server accepted that many in
+/// a second, so its limit is at least that, whether or not it counts rejected
+/// calls). With less than a second of history: what was accepted so far, or
+/// half of it per second if that is more. The first is exact for a server
+/// that counts calls per second (its whole second's quota went first); the
+/// second keeps a server that spreads its quota evenly from looking far
+/// slower than it is. Running high costs a short grace of rejections and
+/// another cut; running low, a slow climb back.
 fn accepted_rate(c: &Controller, now: Instant) -> f64 {
-    let since = c.first_answer.map_or(WINDOW, |t| now.duration_since(t)).clamp(Duration::from_millis(10), WINDOW);
-    let accepted = c.recent.iter().filter(|a| a.signal != Signal::Limit).count();
-    accepted as f64 / since.as_secs_f64()
+    let seen = c.first_answer.map_or(HISTORY, |t| now.duration_since(t));
+    if seen < Duration::from_secs(1) {
+        let accepted = c.recent.iter().filter(|a| a.signal != Signal::Limit).count() as f64;
+        return accepted.max(0.5 * accepted / seen.as_secs_f64().max(0.05));
+    }
+    let accepted: Vec<Instant> = c.recent.iter().filter(|a| a.signal != Signal::Limit).map(|a| a.at).collect();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..accepted.len() {
+        while accepted[end].duration_since(accepted[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        best = best.max(end + 1 - start);
+    }
+    best as f64
 }
 
 /// Moves the background share of busy answers toward the recent share, with
@@ -345,18 +403,18 @@ mod tests {
     #[test]
     fn a_frequency_limit_settles_just_below_the_accepted_rate() {
         let p = pacer(200);
-        // The server accepts 100/s of the 200/s sent: half the answers are
-        // 45009, all to requests sent before the cut (epoch 0).
+        // A server that accepts 100 calls a second, sent 200/s: the first
+        // 100 of the second pass, the rest are 45009; all these requests
+        // were sent before the cut (epoch 0).
         let t = Instant::now();
         for i in 0..200u32 {
-            let s = if i % 2 == 0 { Signal::Limit } else { Signal::Fine };
+            let s = if i < 100 { Signal::Fine } else { Signal::Limit };
             p.observe_at(0, s, t + Duration::from_millis(u64::from(i) * 5));
         }
         let r = p.report();
         assert_eq!(r.cuts, 1, "one cut for one epoch");
-        let found = r.limit_found.unwrap();
-        assert!((80.0..=120.0).contains(&found), "accepted rate measured as {found}");
-        assert!((r.pace - found * BELOW_LIMIT).abs() < 1e-6 && r.pace < 100.0, "{}", r.pace);
+        assert_eq!(r.limit_found, Some(100.0), "the accepted rate is what the server let through");
+        assert!((r.pace - 100.0 * BELOW_LIMIT).abs() < 1e-6, "{}", r.pace);
     }
 
     #[test]

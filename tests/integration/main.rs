@@ -8,5 +8,6 @@ mod input_files;
 mod integrity;
 mod live;
 mod operator;
+mod pace;
 mod resume;
 mod vectors;

@@ -1,0 +1,163 @@
+//! Live runs under the stress scenarios of issue 10, against the in-process
+//! simulator on loopback: orders that stay processing, random faults, and a
+//! server-side frequency limit.
+//!
+//!     cargo build --release && cargo run --release --example live_stress [-- BINARY]
+//!
+//! BINARY defaults to the release build of this checkout; give another build
+//! (an older release, say) to compare the two on the same scenarios.
+//!
+//! Figures, per scenario:
+//! - "sent/s": requests per second while fresh rows were still being sent
+//!   (first request to the last row's first attempt): what `--rate` promises;
+//!   the tail of retries of orders that stay processing is not in it;
+//! - "useful/s": answers that were neither the frequency limit (45009, 429)
+//!   nor busy (-1, 5xx), per second over the whole run;
+//! - "limited": share of requests rejected by the frequency limit;
+//! - "left": rows whose final category is `rate_limited`;
+//! - "max 1s": the most requests in any sliding second.
+
+use midas_cancel::sim::{Faults, SimConfig, Simulator};
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const APP_KEY: &str = "BENCHappKEY000000000000000000000";
+const SECRET: &str = "BENCHsecret0000000000000000000000";
+
+struct Scenario {
+    name: &'static str,
+    rows: usize,
+    rate: u32,
+    faults: Faults,
+    args: &'static [&'static str],
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "5% processing forever",
+            rows: 4000,
+            rate: 400,
+            faults: Faults { processing_share: 0.05, ..Faults::default() },
+            // The defaults: 90016 waits 5, 10, 20, 40 s, so the run ends
+            // ~75 s after the last fresh row; "sent/s" is before that.
+            args: &[],
+        },
+        Scenario {
+            name: "random faults",
+            rows: 2000,
+            rate: 150,
+            faults: Faults {
+                busy_rate: 0.05,
+                error_rate: 0.03,
+                throttle_rate: 0.02,
+                bogus_rate: 0.01,
+                bogus_body: Some("<html>garbage".into()),
+                drop_rate: 0.01,
+                ..Faults::default()
+            },
+            args: &["--timeout", "2"],
+        },
+        Scenario {
+            name: "limit 100/s",
+            rows: 3000,
+            rate: 200,
+            faults: Faults { frequency_limit: Some(100), ..Faults::default() },
+            args: &[],
+        },
+        Scenario {
+            name: "limit 20/s",
+            rows: 1500,
+            rate: 200,
+            faults: Faults { frequency_limit: Some(20), ..Faults::default() },
+            args: &[],
+        },
+        Scenario {
+            name: "limit 90/s + 3% -1",
+            rows: 2000,
+            rate: 100,
+            faults: Faults { frequency_limit: Some(90), busy_rate: 0.03, ..Faults::default() },
+            args: &[],
+        },
+    ]
+}
+
+fn main() -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let default_bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("midas-cancel")).expect("target dir");
+    let bin = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or(default_bin);
+    anyhow::ensure!(bin.exists(), "build the binary first: cargo build --release");
+    let dir = tempfile::tempdir()?;
+    println!("binary: {}", bin.display());
+    println!(
+        "{:<24} {:>6} {:>9} {:>7} {:>10} {:>8} {:>5} {:>7} {:>7}",
+        "scenario", "rate", "sent/s", "of rate", "useful/s", "limited", "left", "max 1s", "secs"
+    );
+    for (i, s) in scenarios().into_iter().enumerate() {
+        let mut sc = SimConfig::new(APP_KEY);
+        sc.app_secret = SECRET.into();
+        sc.keep_log = true;
+        sc.faults = s.faults;
+        let sim = Simulator::start(sc, None)?;
+        let input = dir.path().join(format!("in-{i}.csv"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        writeln!(f, "bill_no,openid,zone_id")?;
+        for n in 0..s.rows {
+            writeln!(f, "S{i}N{n},oBENCHUSER{},1", n % 1000)?;
+        }
+        f.flush()?;
+        let output = dir.path().join(format!("out-{i}.csv"));
+        let started = Instant::now();
+        let status = Command::new(&bin)
+            .env("MIDAS_APP_KEY", APP_KEY)
+            .env("WECHAT_APP_SECRET", SECRET)
+            .arg("run")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--appid", "wxbench", "--offer-id", "1", "--base-url", sim.url(), "--quiet"])
+            .args(["--rate", &s.rate.to_string()])
+            .args(s.args)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        let secs = started.elapsed().as_secs_f64();
+        let stats = sim.stats();
+        let log = &stats.log;
+        // The last row's first attempt ends the "fresh" phase.
+        let mut seen = HashSet::new();
+        let mut last_first = 0.0f64;
+        for e in log {
+            if seen.insert(e.bill_no.as_str()) {
+                last_first = last_first.max(e.at);
+            }
+        }
+        let first = log.iter().map(|e| e.at).fold(f64::INFINITY, f64::min);
+        let in_phase = log.iter().filter(|e| e.at <= last_first).count();
+        let sent = in_phase.saturating_sub(1) as f64 / (last_first - first).max(1e-9);
+        let overload = |e: &&midas_cancel::sim::LogEntry| {
+            matches!(e.errcode, Some(45009) | Some(-1)) || e.status == 429 || e.status >= 500 || e.status == 0
+        };
+        let useful = log.iter().filter(|e| !overload(e)).count() as f64;
+        let span = log.iter().map(|e| e.at).fold(0.0, f64::max) - first;
+        let limited = log.iter().filter(|e| e.errcode == Some(45009) || e.status == 429).count();
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        let left = text.lines().filter(|l| l.contains(",rate_limited,")).count();
+        println!(
+            "{:<24} {:>6} {:>9.1} {:>6.1}% {:>10.1} {:>7.1}% {:>5} {:>7} {:>7.1}{}",
+            s.name,
+            s.rate,
+            sent,
+            100.0 * sent / f64::from(s.rate),
+            useful / span.max(1e-9),
+            100.0 * limited as f64 / log.len().max(1) as f64,
+            left,
+            stats.busiest_second(),
+            secs,
+            if status.success() { String::new() } else { format!("  (exit {:?})", status.code()) }
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
