@@ -19,6 +19,8 @@ pub enum Category {
     TokenError,
     SessionExpired,
     MpSigError,
+    /// v2: `signature` refused (90010): a wrong or stale session key.
+    SessionKeyError,
     SigError,
     NoPermission,
     UnknownError,
@@ -31,7 +33,7 @@ pub enum Category {
 }
 
 /// Every category, in the order summaries list them.
-pub const ALL: [Category; 20] = [
+pub const ALL: [Category; 21] = [
     Category::Cancelled,
     Category::AlreadyReturned,
     Category::AlreadyConfirmed,
@@ -45,6 +47,7 @@ pub const ALL: [Category; 20] = [
     Category::TokenError,
     Category::SessionExpired,
     Category::MpSigError,
+    Category::SessionKeyError,
     Category::SigError,
     Category::NoPermission,
     Category::UnknownError,
@@ -70,6 +73,7 @@ impl Category {
             TokenError => "token_error",
             SessionExpired => "session_expired",
             MpSigError => "mp_sig_error",
+            SessionKeyError => "session_key_error",
             SigError => "sig_error",
             NoPermission => "no_permission",
             UnknownError => "unknown_error",
@@ -114,6 +118,7 @@ impl Category {
             TokenError => "the access token was rejected: set WECHAT_APP_SECRET (or a fresh WECHAT_ACCESS_TOKEN), then `--resume`",
             SessionExpired => "the user's session expired: supply fresh session keys (--session-keys) or send without mp_sig (--mp-sig never), then `--resume`",
             MpSigError => "mp_sig was refused: the session keys are stale or missing; supply fresh ones (or --mp-sig never), then `--resume`",
+            SessionKeyError => "v2 `signature` was refused: the user's session key is wrong or stale; collect fresh session keys (--session-keys), then `--resume`",
             SigError => "sig was refused: MIDAS_APP_KEY is wrong for this environment (sandbox key in production?); fix it, then `--resume`",
             NoPermission => "this appid/offer_id may not call cancelpay: check the Mini Game's payment settings, then `--resume`",
             UnknownError => "an errcode this tool does not know: read errmsg; `--resume` retries them",

@@ -9,9 +9,9 @@ use std::io::Write;
 /// tally of rows that would not be sent.
 pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
     let input = &cfg.opened;
-    let rows = input.rows(&cfg.columns, None)?;
+    let rows = input.rows(&cfg.columns, &cfg.rules, None)?;
     let header = rows.header().clone();
-    let mut classifier = Classifier::new(cfg.mp_sig);
+    let mut classifier = Classifier::for_run(cfg.mp_sig, &header);
     let mut tally = Tally::default();
     let mut ready = 0u64;
     for raw in rows {

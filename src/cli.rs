@@ -198,7 +198,8 @@ Examples:
 #[derive(Debug, Args, Clone, Default)]
 pub struct InputArgs {
     /// Read FIELD from the column named HEADER (repeatable), e.g. bill_no=订单号.
-    /// Fields: bill_no, openid, zone_id, session_key, user_ip, pay_item, pf.
+    /// Fields: bill_no, openid, zone_id, session_key, user_ip, pay_item, pf (v1), amount and
+    /// cancel_bill_no (v2).
     #[arg(long = "column", value_name = "FIELD=HEADER", help_heading = "Input")]
     pub columns: Vec<ColumnMapping>,
 
@@ -214,6 +215,16 @@ pub struct InputArgs {
     /// always = rows without a session key are not sent; never.
     #[arg(long, value_enum, help_heading = "Input")]
     pub mp_sig: Option<MpSigMode>,
+
+    /// Which cancel API: v1 = /cgi-bin/midas/cancelpay; v2 = Virtual Payment 2.0 /wxa/game/cancelpay
+    /// (games that enabled virtual payment after 2022-11-05) [default: v1].
+    #[arg(long, value_enum, help_heading = "Input")]
+    pub api: Option<crate::api::ApiKind>,
+
+    /// v2: mixed into derived cancellation ids; give one when the same deduction must be
+    /// cancelled again in a later incident [default: empty].
+    #[arg(long, value_name = "TAG", help_heading = "Input")]
+    pub cancel_tag: Option<String>,
 
     /// TOML config file (appid, offer_id, pf, sandbox, rate, ...); flags win over it.
     #[arg(long, value_name = "FILE")]

@@ -1,9 +1,10 @@
 //! Turns flags, the config file and the environment into one validated
 //! [`RunConfig`]. Nothing downstream reads flags or the environment.
 
+use crate::api::ApiKind;
 use crate::cli::{InputArgs, RunArgs};
 use crate::engine::SendSettings;
-use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, SessionKeys};
+use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, Rules, SessionKeys};
 use crate::limits;
 use crate::secret::{Redactor, Secret};
 use crate::sign::CancelParams;
@@ -26,6 +27,8 @@ pub struct FileConfig {
     pub session_keys: Option<PathBuf>,
     pub mp_sig: Option<MpSigMode>,
     pub encoding: Option<EncodingName>,
+    pub api: Option<ApiKind>,
+    pub cancel_tag: Option<String>,
     pub base_url: Option<String>,
     // Signed and wide, so that `rate = -5` reaches the range check and its
     // message instead of a deserialiser's.
@@ -97,11 +100,21 @@ pub struct InputConfig {
     pub columns: Vec<ColumnMapping>,
     pub session_keys: Arc<SessionKeys>,
     pub mp_sig: MpSigMode,
+    /// The API and what v2's derived cancellation ids are made of.
+    pub rules: Rules,
 }
 
 impl InputConfig {
     /// `snapshot`: read a private, hashed copy of the input (a live run; see [`Input::open`]).
-    pub fn resolve(path: &Path, args: &InputArgs, file: &FileConfig, snapshot: bool) -> anyhow::Result<InputConfig> {
+    /// `offer_id`: the run's (for v2's derived cancellation ids; `check` takes
+    /// the config file's).
+    pub fn resolve(
+        path: &Path,
+        args: &InputArgs,
+        file: &FileConfig,
+        offer_id: Option<&str>,
+        snapshot: bool,
+    ) -> anyhow::Result<InputConfig> {
         let mut columns = Vec::new();
         for (field, header) in &file.columns {
             let m: ColumnMapping =
@@ -128,6 +141,11 @@ impl InputConfig {
             columns,
             session_keys,
             mp_sig: args.mp_sig.or(file.mp_sig).unwrap_or_default(),
+            rules: Rules {
+                api: args.api.or(file.api).unwrap_or_default(),
+                offer_id: offer_id.or(file.offer_id.as_deref()).unwrap_or_default().to_string(),
+                cancel_tag: args.cancel_tag.clone().or(file.cancel_tag.clone()).unwrap_or_default(),
+            },
         })
     }
 }
@@ -349,7 +367,7 @@ impl RunConfig {
             (app_key, secret, token)
         };
         // Last: the flags, config and secrets are checked before big files are read.
-        let input = InputConfig::resolve(&args.input, &args.input_args, &file, mode != Mode::DryRun)?;
+        let input = InputConfig::resolve(&args.input, &args.input_args, &file, Some(&offer_id), mode != Mode::DryRun)?;
         let redactor = Redactor::default();
         for s in [Some(&app_key), app_secret.as_ref(), access_token.as_ref()].into_iter().flatten() {
             redactor.add(s);

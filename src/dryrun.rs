@@ -8,10 +8,11 @@
 //! signing them speculatively and discarding the signature is cheaper than a
 //! sequential pass before signing.
 
+use crate::api::{v2, ApiKind};
 use crate::category::Category;
 use crate::config::RunConfig;
-use crate::input::{validate, Classifier, Facts, Field, RowBatch, Validated};
-use crate::output::{DrySigned, Layout, ResultsWriter};
+use crate::input::{validate, Classifier, Facts, Field, Header, RawRow, RowBatch, Validated};
+use crate::output::{DrySigned, DryV2, Layout, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
 use crate::sign::Signer;
@@ -43,8 +44,21 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
             bill_no_valid: bill_no.is_some(),
             problem: Some(message.clone()),
             has_session_key: false,
-            out: DrySigned { category: Category::InvalidInput, ts: None, sig: None, mp_sig: None },
+            out: DrySigned::unsigned(Category::InvalidInput),
         },
+        Validated::Valid(o) if cfg.input.rules.api == ApiKind::V2 => {
+            let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
+            let mut v2 =
+                DryV2 { cancel_bill_no: o.cancel_id.as_deref().unwrap_or_default().to_string(), ..DryV2::default() };
+            // Without a session key the row is not sent (missing_session_key).
+            if let Some(key) = o.session_key {
+                v2.body = o.v2(&cfg.input.rules, u8::from(cfg.request.sandbox), ts).body();
+                v2.pay_sig = v2::pay_sig(cfg.app_key.expose(), &v2.body);
+                v2.signature = v2::signature(key, &v2.body);
+            }
+            let out = DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) };
+            Signed { bill_no_valid: true, problem: None, has_session_key: o.session_key.is_some(), out }
+        }
         Validated::Valid(o) => {
             let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
             let params = cfg.request.params(o, ts);
@@ -53,9 +67,25 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
                 bill_no_valid: true,
                 problem: None,
                 has_session_key: o.session_key.is_some(),
-                out: DrySigned { category: Category::Signed, ts: Some(ts), sig: Some(s.sig), mp_sig: s.mp_sig },
+                out: DrySigned {
+                    category: Category::Signed,
+                    ts: Some(ts),
+                    sig: Some(s.sig),
+                    mp_sig: s.mp_sig,
+                    v2: None,
+                },
             }
         }
+    }
+}
+
+/// The duplicate key of a row: its bill_no, or (v2 with a cancel_bill_no
+/// column) its cancellation id, given or derived.
+fn duplicate_key<'a>(header: &'a Header, raw: &'a RawRow, s: &'a Signed) -> &'a str {
+    match (&s.out.v2, header.keyed_by_cancel_id()) {
+        (Some(v2), true) => &v2.cancel_bill_no,
+        (None, true) => header.cell(raw, Field::CancelBillNo),
+        (_, false) => header.cell(raw, Field::BillNo),
     }
 }
 
@@ -64,11 +94,12 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
 pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::Result<(Tally, Vec<String>)> {
     let input = &*cfg.input.opened;
     let read_bytes = Arc::new(AtomicU64::new(0));
-    let mut rows = input.rows(&cfg.input.columns, Some(read_bytes.clone()))?;
+    let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, Some(read_bytes.clone()))?;
     let header = rows.header().clone();
-    let mut writer = ResultsWriter::new(out, &header, Layout::DryRun, true).context("cannot write the output")?;
+    let mut writer = ResultsWriter::new(out, &header, Layout::new(cfg.input.rules.api, true), true)
+        .context("cannot write the output")?;
     let signer = Signer::new(cfg.app_key.expose(), cfg.request.sandbox);
-    let mut classifier = Classifier::new(cfg.input.mp_sig);
+    let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
     let keys = &*cfg.input.session_keys;
     reporter.start_progress(input.size(), true);
 
@@ -102,7 +133,7 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
                     .zip(&signed)
                     .map(|(raw, s)| {
                         let facts = Facts {
-                            bill_no: s.bill_no_valid.then(|| header.cell(raw, Field::BillNo)),
+                            bill_no: s.bill_no_valid.then(|| duplicate_key(header, raw, s)),
                             problem: s.problem.as_deref(),
                             openid: header.cell(raw, Field::Openid),
                             has_session_key: s.has_session_key,
@@ -115,7 +146,10 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
                 for ((raw, s), decision) in rows.iter().zip(signed).zip(decisions) {
                     let mut out = s.out;
                     if let Some((category, message)) = decision {
-                        out = DrySigned { category, ts: None, sig: None, mp_sig: None };
+                        // The cancellation id stays: finance can still find it.
+                        let v2 =
+                            out.v2.map(|v| Box::new(DryV2 { cancel_bill_no: v.cancel_bill_no, ..DryV2::default() }));
+                        out = DrySigned { v2, ..DrySigned::unsigned(category) };
                         if problems.len() < SHOWN_PROBLEMS {
                             problems.push(message);
                         }

@@ -6,9 +6,11 @@
 //! settle the encoding, so undecodable bytes stop the run before anything is
 //! produced or sent.
 
+use crate::api::{v2, ApiKind};
 use crate::category::Category;
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -29,18 +31,43 @@ pub enum Field {
     UserIp,
     PayItem,
     Pf,
+    /// v2: coins to return.
+    Amount,
+    /// v2: the cancellation's own id (else derived, SPEC §1.5).
+    CancelBillNo,
 }
 
-/// Every field with its column name and whether the input must have it.
-const FIELDS: [(Field, &str, bool); 7] = [
-    (Field::BillNo, "bill_no", true),
-    (Field::Openid, "openid", true),
-    (Field::ZoneId, "zone_id", true),
-    (Field::SessionKey, "session_key", false),
-    (Field::UserIp, "user_ip", false),
-    (Field::PayItem, "pay_item", false),
-    (Field::Pf, "pf", false),
+/// Whether an API reads a field from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+    /// Not a field of this API: a column of that name is carried through.
+    Unused,
+}
+use Need::{Optional, Required, Unused};
+
+/// Every field with its column name and what v1 and v2 need of it.
+const FIELDS: [(Field, &str, [Need; 2]); 9] = [
+    (Field::BillNo, "bill_no", [Required, Required]),
+    (Field::Openid, "openid", [Required, Required]),
+    (Field::ZoneId, "zone_id", [Required, Required]),
+    (Field::SessionKey, "session_key", [Optional, Optional]),
+    (Field::UserIp, "user_ip", [Optional, Optional]),
+    (Field::PayItem, "pay_item", [Optional, Unused]),
+    (Field::Pf, "pf", [Optional, Unused]),
+    (Field::Amount, "amount", [Unused, Required]),
+    (Field::CancelBillNo, "cancel_bill_no", [Unused, Optional]),
 ];
+
+/// What validation and duplicate detection need to know of the run: the API
+/// and, for v2's derived cancellation ids, the offer_id and `--cancel-tag`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub api: ApiKind,
+    pub offer_id: String,
+    pub cancel_tag: String,
+}
 
 impl FromStr for Field {
     type Err = String;
@@ -126,6 +153,10 @@ pub enum InputError {
     AmbiguousColumn { path: String, field: &'static str, first: String, second: String },
     #[error("{path}: --column {field}={header} names a header that is not in the file; it has: {found}")]
     MappedColumnMissing { path: String, field: &'static str, header: String, found: String },
+    #[error(
+        "{path}: --column {mapping} maps a field the {api} API does not use; remove it (or choose the other --api)"
+    )]
+    UnusedMapping { path: String, mapping: String, api: &'static str },
     #[error("{path} line {line}: {message}")]
     Csv { path: String, line: u64, message: String },
 }
@@ -279,7 +310,12 @@ impl Input {
     }
 
     /// Starts a streaming pass over the records. `progress` counts raw bytes read.
-    pub fn rows(&self, mapping: &[ColumnMapping], progress: Option<Arc<AtomicU64>>) -> Result<Rows, InputError> {
+    pub fn rows(
+        &self,
+        mapping: &[ColumnMapping],
+        rules: &Rules,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<Rows, InputError> {
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(self.bom_len)).map_err(|e| self.io_err(e))?;
         let counted = CountingReader { inner: f, count: progress };
@@ -301,7 +337,7 @@ impl Input {
                 break;
             }
         }
-        let header = Header::resolve(&self.display, &first, mapping)?;
+        let header = Header::resolve(&self.display, &first, mapping, rules)?;
         Ok(Rows { csv, header, display: self.display.clone(), row: 0 })
     }
 
@@ -436,19 +472,32 @@ fn is_blank(rec: &csv::StringRecord) -> bool {
 #[derive(Clone, Debug)]
 pub struct Header {
     names: Vec<String>,
-    index: [Option<usize>; 7],
+    index: [Option<usize>; 9],
+    rules: Arc<Rules>,
 }
 
 impl Header {
-    pub(crate) fn resolve(
+    pub fn resolve(
         path: &str,
         rec: &csv::StringRecord,
         mapping: &[ColumnMapping],
+        rules: &Rules,
     ) -> Result<Header, InputError> {
         let names: Vec<String> = rec.iter().map(|n| header_name(n).to_string()).collect();
         let found = || names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-        let mut index = [None; 7];
-        for (field, name, _) in FIELDS {
+        let mut index = [None; 9];
+        let api = rules.api as usize;
+        for (field, name, need) in FIELDS {
+            if need[api] == Unused {
+                if let Some(m) = mapping.iter().find(|m| m.field == field) {
+                    return Err(InputError::UnusedMapping {
+                        path: path.to_string(),
+                        mapping: m.to_string(),
+                        api: rules.api.name(),
+                    });
+                }
+                continue;
+            }
             let mapped: Vec<&ColumnMapping> = mapping.iter().filter(|m| m.field == field).collect();
             let wanted: &str = match mapped.last() {
                 Some(m) => &m.header,
@@ -491,8 +540,11 @@ impl Header {
                 }
             }
         }
-        let missing: Vec<&str> =
-            FIELDS.iter().filter(|(f, _, req)| *req && index[*f as usize].is_none()).map(|(_, n, _)| *n).collect();
+        let missing: Vec<&str> = FIELDS
+            .iter()
+            .filter(|(f, _, need)| need[api] == Required && index[*f as usize].is_none())
+            .map(|(_, n, _)| *n)
+            .collect();
         if !missing.is_empty() {
             return Err(InputError::MissingColumns {
                 path: path.to_string(),
@@ -500,7 +552,48 @@ impl Header {
                 found: found(),
             });
         }
-        Ok(Header { names, index })
+        Ok(Header { names, index, rules: Arc::new(rules.clone()) })
+    }
+
+    /// The run's rules this header was resolved for.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// v2 with a cancel_bill_no column: duplicates are judged by the
+    /// cancellation id rather than by the deduction (SPEC §2 Output).
+    pub fn keyed_by_cancel_id(&self) -> bool {
+        self.rules.api == ApiKind::V2 && self.column(Field::CancelBillNo).is_some()
+    }
+
+    /// How messages name the duplicate key.
+    pub fn key_name(&self) -> &'static str {
+        match (self.rules.api, self.keyed_by_cancel_id()) {
+            (ApiKind::V1, _) => "bill_no",
+            (ApiKind::V2, false) => "bill_no (the pay_bill_no)",
+            (ApiKind::V2, true) => "cancel_bill_no (the cancellation id)",
+        }
+    }
+
+    /// v2: the cancellation id of a row that is not sent (a duplicate, no
+    /// session key, invalid otherwise), when its cells give one, so that
+    /// the results file names it all the same.
+    pub fn cancel_id_of(&self, raw: &RawRow) -> Option<String> {
+        if self.rules.api != ApiKind::V2 {
+            return None;
+        }
+        let cell = |f| self.cell(raw, f);
+        if !cell(Field::CancelBillNo).is_empty() {
+            return Some(cell(Field::CancelBillNo).to_string());
+        }
+        let (bill_no, amount) = (cell(Field::BillNo), cell(Field::Amount));
+        (v2::check_bill_no("bill_no", bill_no).is_ok() && v2::check_amount(amount).is_ok())
+            .then(|| v2::cancellation_id(&self.rules.offer_id, bill_no, amount, &self.rules.cancel_tag))
+    }
+
+    /// Whether every row needs a session key to be sent.
+    pub fn needs_session_key(&self) -> bool {
+        self.rules.api == ApiKind::V2
     }
 
     /// Where `field` is, if the input has it.
@@ -619,9 +712,10 @@ impl Iterator for Rows {
 }
 
 /// A validated order borrowing the row's (trimmed) cells.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct OrderRef<'a> {
     pub row: u64,
+    /// v1: the order; v2: the deduction to reverse (pay_bill_no).
     pub bill_no: &'a str,
     pub openid: &'a str,
     pub zone_id: &'a str,
@@ -630,6 +724,10 @@ pub struct OrderRef<'a> {
     pub pay_item: Option<&'a str>,
     /// From the session_key column, else from `--session-keys`.
     pub session_key: Option<&'a str>,
+    /// v2: coins to return.
+    pub amount: Option<u64>,
+    /// v2: the cancellation id (the row's cancel_bill_no, else derived).
+    pub cancel_id: Option<Cow<'a, str>>,
 }
 
 /// A validated order that owns its values (for the live sender's queues).
@@ -643,6 +741,8 @@ pub struct Order {
     pub user_ip: Option<String>,
     pub pay_item: Option<String>,
     pub session_key: Option<Secret>,
+    pub amount: Option<u64>,
+    pub cancel_id: Option<String>,
 }
 
 impl Order {
@@ -656,6 +756,8 @@ impl Order {
             user_ip: self.user_ip.as_deref(),
             pay_item: self.pay_item.as_deref(),
             session_key: self.session_key.as_ref().map(Secret::expose),
+            amount: self.amount,
+            cancel_id: self.cancel_id.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -672,6 +774,23 @@ impl OrderRef<'_> {
             user_ip: own(self.user_ip),
             pay_item: own(self.pay_item),
             session_key: self.session_key.map(Secret::new),
+            amount: self.amount,
+            cancel_id: self.cancel_id.as_deref().map(str::to_string),
+        }
+    }
+
+    /// The v2 request for this order, sent at `ts`.
+    pub fn v2<'b>(&'b self, rules: &'b Rules, env: u8, ts: u64) -> v2::CancelV2<'b> {
+        v2::CancelV2 {
+            openid: self.openid,
+            offer_id: &rules.offer_id,
+            ts,
+            zone_id: self.zone_id,
+            env,
+            user_ip: self.user_ip,
+            pay_bill_no: self.bill_no,
+            bill_no: self.cancel_id.as_deref().unwrap_or(""),
+            amount: self.amount.unwrap_or(0),
         }
     }
 }
@@ -732,7 +851,7 @@ const ID_CHARS: ByteSet = alphanumeric_and(b"_-");
 const BASE64_CHARS: ByteSet = alphanumeric_and(b"+/=");
 
 /// `1.23457E+17`, `1E+17`, `2.5e-05`: a number a spreadsheet reformatted.
-fn looks_scientific(v: &str) -> bool {
+pub fn looks_scientific(v: &str) -> bool {
     // Bytes, not a char pattern: this runs on every bill_no.
     let Some(at) = v.bytes().position(|b| b == b'e' || b == b'E') else { return false };
     let (mantissa, exp) = (&v[..at], &v[at + 1..]);
@@ -832,22 +951,40 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
     }
     let get = |f: Field| header.cell(raw, f);
     let opt = |f: Field| Some(get(f)).filter(|v| !v.is_empty());
+    let rules = header.rules();
+    let v2 = rules.api == ApiKind::V2;
     let bill_no = get(Field::BillNo);
-    if let Err(m) = check_bill_no(bill_no) {
+    let checked = if v2 { v2::check_bill_no("bill_no", bill_no) } else { check_bill_no(bill_no) };
+    if let Err(m) = checked {
         return invalid(None, m);
     }
     let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
     let (pf, user_ip, pay_item, session_key) =
         (opt(Field::Pf), opt(Field::UserIp), opt(Field::PayItem), opt(Field::SessionKey));
+    let cancel_cell = opt(Field::CancelBillNo);
+    // With a cancel_bill_no column, v2 duplicates are judged by that id: a
+    // row whose id is valid keeps it as its key even when invalid otherwise.
+    let key = if header.keyed_by_cancel_id() {
+        cancel_cell.filter(|c| v2::check_bill_no("cancel_bill_no", c).is_ok())
+    } else {
+        Some(bill_no)
+    };
     let problem = check_id("openid", openid, 128, "")
         .and_then(|()| check_id("zone_id", zone_id, 64, " (use 1 for a game without zones)"))
         .and_then(|()| pf.map_or(Ok(()), |v| check_id("pf", v, 32, "")))
         .and_then(|()| user_ip.map_or(Ok(()), check_user_ip))
         .and_then(|()| pay_item.map_or(Ok(()), check_pay_item))
-        .and_then(|()| session_key.map_or(Ok(()), check_session_key));
-    if let Err(m) = problem {
-        return invalid(Some(bill_no), m);
-    }
+        .and_then(|()| session_key.map_or(Ok(()), check_session_key))
+        .and_then(|()| cancel_cell.map_or(Ok(()), |c| v2::check_bill_no("cancel_bill_no", c)));
+    let amount = match problem.and_then(|()| if v2 { v2::check_amount(get(Field::Amount)).map(Some) } else { Ok(None) })
+    {
+        Ok(a) => a,
+        Err(m) => return invalid(key, m),
+    };
+    let cancel_id = v2.then(|| match cancel_cell {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(v2::cancellation_id(&rules.offer_id, bill_no, get(Field::Amount), &rules.cancel_tag)),
+    });
     Validated::Valid(OrderRef {
         row: raw.row,
         bill_no,
@@ -857,13 +994,16 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
         user_ip,
         pay_item,
         session_key: session_key.or_else(|| keys.get(openid)),
+        amount,
+        cancel_id,
     })
 }
 
 /// What in-order classification needs to know of a validated row.
 #[derive(Clone, Copy, Debug)]
 pub struct Facts<'a> {
-    /// The row's bill_no, when it is valid.
+    /// The row's duplicate key, when it is valid: its bill_no (v2: the
+    /// pay_bill_no, or the cancellation id when the input has that column).
     pub bill_no: Option<&'a str>,
     /// The validation message, when the row is invalid.
     pub problem: Option<&'a str>,
@@ -872,10 +1012,10 @@ pub struct Facts<'a> {
 }
 
 impl Validated<'_> {
-    pub fn facts(&self) -> Facts<'_> {
+    pub fn facts(&self, header: &Header) -> Facts<'_> {
         match self {
             Validated::Valid(o) => Facts {
-                bill_no: Some(o.bill_no),
+                bill_no: if header.keyed_by_cancel_id() { o.cancel_id.as_deref() } else { Some(o.bill_no) },
                 problem: None,
                 openid: o.openid,
                 has_session_key: o.session_key.is_some(),
@@ -1061,11 +1201,21 @@ pub enum Verdict {
 pub struct Classifier {
     seen: std::collections::HashSet<Seen, FingerprintBuild>,
     mp_sig: MpSigMode,
+    /// How messages name the duplicate key.
+    key_name: &'static str,
+    /// v2: every row needs a session key, whatever `--mp-sig` says.
+    needs_session_key: bool,
 }
 
 impl Classifier {
+    /// A v1 classifier (tests); runs use [`Classifier::for_run`].
     pub fn new(mp_sig: MpSigMode) -> Self {
-        Classifier { seen: Default::default(), mp_sig }
+        Classifier { seen: Default::default(), mp_sig, key_name: "bill_no", needs_session_key: false }
+    }
+
+    /// The classifier of a run over an input with `header`.
+    pub fn for_run(mp_sig: MpSigMode, header: &Header) -> Self {
+        Classifier { key_name: header.key_name(), needs_session_key: header.needs_session_key(), ..Self::new(mp_sig) }
     }
 
     /// Makes room at once for the rows of an `input_size`-byte file, judged
@@ -1107,11 +1257,19 @@ impl Classifier {
     fn judge(&self, line: u64, facts: Facts<'_>, duplicate: Option<Seen>) -> Option<(Category, String)> {
         if let (Some(seen), Some(b)) = (duplicate, facts.bill_no) {
             let first = self.seen.get(&seen).map_or(0, |s| s.row);
-            let m = format!("line {line}: bill_no `{b}` already appeared on row {first}; only that row is sent");
+            let m =
+                format!("line {line}: {} `{b}` already appeared on row {first}; only that row is sent", self.key_name);
             return Some((Category::Duplicate, m));
         }
         if let Some(m) = facts.problem {
             return Some((Category::InvalidInput, m.to_string()));
+        }
+        if self.needs_session_key && !facts.has_session_key {
+            let m = format!(
+                "line {line}: no session key for openid `{}` (virtual payment 2.0 signs every request with it)",
+                facts.openid
+            );
+            return Some((Category::MissingSessionKey, m));
         }
         if self.mp_sig == MpSigMode::Always && !facts.has_session_key {
             let m = format!("line {line}: no session key for openid `{}` (--mp-sig always needs one)", facts.openid);
@@ -1123,7 +1281,7 @@ impl Classifier {
     /// Validates and decides one row.
     pub fn classify(&mut self, header: &Header, raw: &RawRow, keys: &SessionKeys) -> Verdict {
         let v = validate(header, raw, keys);
-        match self.decide(raw.row, raw.line, v.facts()) {
+        match self.decide(raw.row, raw.line, v.facts(header)) {
             Some((category, message)) => {
                 Verdict::Rejected { category, message, valid: matches!(v, Validated::Valid(_)) }
             }
@@ -1140,7 +1298,7 @@ mod tests {
     use super::*;
 
     fn header(cols: &[&str]) -> Header {
-        Header::resolve("t", &csv::StringRecord::from(cols.to_vec()), &[]).unwrap()
+        Header::resolve("t", &csv::StringRecord::from(cols.to_vec()), &[], &Rules::default()).unwrap()
     }
 
     fn raw(row: u64, cells: &[&str]) -> RawRow {
@@ -1322,13 +1480,13 @@ mod tests {
     fn header_mapping_and_errors() {
         let rec = csv::StringRecord::from(vec!["订单号", "OpenID", "zone_id", "amount"]);
         let map = vec!["bill_no=订单号".parse::<ColumnMapping>().unwrap()];
-        let h = Header::resolve("t", &rec, &map).unwrap();
+        let h = Header::resolve("t", &rec, &map, &Rules::default()).unwrap();
         assert_eq!(h.column(Field::BillNo), Some(0));
         assert_eq!(h.column(Field::Openid), Some(1), "header names match case-insensitively");
-        let e = Header::resolve("t", &rec, &[]).unwrap_err().to_string();
+        let e = Header::resolve("t", &rec, &[], &Rules::default()).unwrap_err().to_string();
         assert!(e.contains("bill_no") && e.contains("--column"), "{e}");
         let bad = vec!["bill_no=nope".parse::<ColumnMapping>().unwrap()];
-        assert!(Header::resolve("t", &rec, &bad).unwrap_err().to_string().contains("nope"));
+        assert!(Header::resolve("t", &rec, &bad, &Rules::default()).unwrap_err().to_string().contains("nope"));
         assert!("bogus=x".parse::<ColumnMapping>().is_err());
         assert!("bill_no".parse::<ColumnMapping>().is_err());
     }

@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 Some(p) => config::FileConfig::load(p)?,
                 None => Default::default(),
             };
-            let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file, false)?;
+            let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file, None, false)?;
             let tally = check::run(&cfg, &mut std::io::stdout().lock())?;
             Ok(if tally.total() == 0 { Exit::Done } else { Exit::Attention })
         }
@@ -199,12 +199,13 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     // Opened and hashed with the config: a bad file stopped the run before
     // a token was fetched or a file created.
     let input = &*cfg.input.opened;
-    let mut rows = input.rows(&cfg.input.columns, None)?;
+    let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, None)?;
     let header = rows.header().clone();
     // One pass to count rows and the ones that will be sent (for progress,
     // the confirmation and the estimate); cheap next to the sending itself.
+    let api = cfg.input.rules.api;
     let (mut total, mut ready) = (0u64, 0u64);
-    let mut classifier = input::Classifier::new(cfg.input.mp_sig);
+    let mut classifier = input::Classifier::for_run(cfg.input.mp_sig, &header);
     for row in rows.by_ref() {
         let row = row?;
         total += 1;
@@ -220,7 +221,8 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         offer_id: cfg.request.offer_id.clone(),
         environment: cfg.environment().to_string(),
         pf: cfg.request.pf.clone(),
-        api: "v1".into(),
+        api: api.name().into(),
+        cancel_tag: cfg.input.rules.cancel_tag.clone(),
         columns: cfg.input.columns.iter().map(ToString::to_string).collect(),
     };
     // Held until this function returns: no other run may create, read for
@@ -277,7 +279,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     };
     resume::write_fingerprint(&cfg.output, &fingerprint)?;
     // A resumed file already has its header.
-    let writer = output::ResultsWriter::new(file, &header, output::Layout::Live, !cfg.resume)?;
+    let writer = output::ResultsWriter::new(file, &header, output::Layout::new(api, false), !cfg.resume)?;
     let target = engine::Target { writer, done, prior };
     let control = Arc::new(engine::Control::default());
     let handler_control = control.clone();

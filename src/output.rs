@@ -9,16 +9,73 @@ use std::io::Write;
 
 /// The result columns of a live run, after the input's columns.
 pub const LIVE_COLUMNS: [&str; 6] = ["row", "category", "errcode", "errmsg", "attempts", "ts"];
+/// The same with `--api v2`: the cancellation id follows `row`.
+pub const LIVE_V2_COLUMNS: [&str; 7] = ["row", "cancel_bill_no", "category", "errcode", "errmsg", "attempts", "ts"];
 /// The columns of a dry run after `row` and the input's columns.
 pub const DRY_COLUMNS: [&str; 4] = ["ts", "sig", "mp_sig", "category"];
+/// The same with `--api v2`.
+pub const DRY_V2_COLUMNS: [&str; 6] = ["ts", "cancel_bill_no", "body", "pay_sig", "signature", "category"];
 
-/// Which of the two output layouts a file has.
+/// Which of the output layouts a file has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// `row`, input columns, ts, sig, mp_sig, category.
     DryRun,
     /// input columns, row, category, errcode, errmsg, attempts, ts.
     Live,
+    /// `row`, input columns, ts, cancel_bill_no, body, pay_sig, signature, category.
+    DryRunV2,
+    /// input columns, row, cancel_bill_no, category, errcode, errmsg, attempts, ts.
+    LiveV2,
+}
+
+impl Layout {
+    pub fn new(api: crate::api::ApiKind, dry_run: bool) -> Layout {
+        use crate::api::ApiKind::{V1, V2};
+        match (api, dry_run) {
+            (V1, true) => Layout::DryRun,
+            (V1, false) => Layout::Live,
+            (V2, true) => Layout::DryRunV2,
+            (V2, false) => Layout::LiveV2,
+        }
+    }
+
+    /// The columns after the input's.
+    pub fn tail(self) -> &'static [&'static str] {
+        match self {
+            Layout::DryRun => &DRY_COLUMNS,
+            Layout::Live => &LIVE_COLUMNS,
+            Layout::DryRunV2 => &DRY_V2_COLUMNS,
+            Layout::LiveV2 => &LIVE_V2_COLUMNS,
+        }
+    }
+
+    /// Whether `row` comes first (a dry run) rather than after the input.
+    pub fn row_first(self) -> bool {
+        matches!(self, Layout::DryRun | Layout::DryRunV2)
+    }
+
+    /// Where `row` and `category` are in a line `width` fields wide.
+    pub fn row_and_category(self, width: usize) -> (usize, usize) {
+        let first = width - self.tail().len();
+        match self {
+            Layout::DryRun | Layout::DryRunV2 => (0, width - 1),
+            Layout::Live => (first, first + 1),
+            Layout::LiveV2 => (first, first + 2),
+        }
+    }
+
+    /// Recognises the layout from a header row.
+    pub fn detect(headers: &[String]) -> Option<Layout> {
+        let n = headers.len();
+        let ends_with =
+            |cols: &[&str]| n >= cols.len() && headers[n - cols.len()..].iter().zip(cols).all(|(a, b)| a == b);
+        let row_first = headers.first().is_some_and(|h| h == "row");
+        // The longer v2 tails first: they end like nothing of v1's.
+        [Layout::LiveV2, Layout::Live, Layout::DryRunV2, Layout::DryRun]
+            .into_iter()
+            .find(|l| ends_with(l.tail()) && (!l.row_first() || row_first))
+    }
 }
 
 /// Neutralises a cell a spreadsheet would run as a formula (OWASP CSV
@@ -57,11 +114,11 @@ fn is_plain_number(cell: &str) -> bool {
 /// The full header row of a results file for an input header.
 pub fn header_row(header: &Header, layout: Layout) -> Vec<String> {
     let inputs = header.output_columns().map(|(_, n)| guard(n).into_owned());
-    match layout {
-        Layout::DryRun => {
-            std::iter::once("row".to_string()).chain(inputs).chain(DRY_COLUMNS.iter().map(|c| c.to_string())).collect()
-        }
-        Layout::Live => inputs.chain(LIVE_COLUMNS.iter().map(|c| c.to_string())).collect(),
+    let tail = layout.tail().iter().map(|c| c.to_string());
+    if layout.row_first() {
+        std::iter::once("row".to_string()).chain(inputs).chain(tail).collect()
+    } else {
+        inputs.chain(tail).collect()
     }
 }
 
@@ -96,6 +153,25 @@ pub struct DrySigned {
     pub ts: Option<u64>,
     pub sig: Option<Hex64>,
     pub mp_sig: Option<Hex64>,
+    /// v2 only.
+    pub v2: Option<Box<DryV2>>,
+}
+
+/// What a v2 dry run writes beyond the category.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DryV2 {
+    pub cancel_bill_no: String,
+    /// Empty when the row was not signed.
+    pub body: String,
+    pub pay_sig: String,
+    pub signature: String,
+}
+
+impl DrySigned {
+    /// A row that was not signed (invalid, a duplicate, no session key).
+    pub fn unsigned(category: Category) -> DrySigned {
+        DrySigned { category, ts: None, sig: None, mp_sig: None, v2: None }
+    }
 }
 
 /// Writes results rows to any writer (a file, or a buffer in tests).
@@ -129,23 +205,41 @@ impl<W: Write> ResultsWriter<W> {
 
     /// One dry-run line; `valid` says whether the row passed validation.
     pub fn write_dry(&mut self, raw: &RawRow, valid: bool, signed: &DrySigned) -> csv::Result<()> {
-        debug_assert_eq!(self.layout, Layout::DryRun);
+        debug_assert!(self.layout.row_first());
         let mut num = itoa::Buffer::new();
         self.csv.write_field(num.format(raw.row))?;
         self.write_input_cells(raw, valid)?;
         self.csv.write_field(signed.ts.map_or("", |t| num.format(t)))?;
-        self.csv.write_field(signed.sig.as_ref().map_or("", Hex64::as_str))?;
-        self.csv.write_field(signed.mp_sig.as_ref().map_or("", Hex64::as_str))?;
+        if self.layout == Layout::DryRunV2 {
+            let v2 = signed.v2.as_deref().cloned().unwrap_or_default();
+            // The body is JSON (it begins with `{`): never a formula.
+            for cell in [&v2.cancel_bill_no, &v2.body, &v2.pay_sig, &v2.signature] {
+                self.csv.write_field(guard(cell).as_ref())?;
+            }
+        } else {
+            self.csv.write_field(signed.sig.as_ref().map_or("", Hex64::as_str))?;
+            self.csv.write_field(signed.mp_sig.as_ref().map_or("", Hex64::as_str))?;
+        }
         self.csv.write_field(signed.category.as_str())?;
         self.csv.write_record(None::<&[u8]>)
     }
 
-    /// One live-run line; `valid` says whether the row passed validation.
-    pub fn write_live(&mut self, raw: &RawRow, valid: bool, outcome: &Outcome) -> csv::Result<()> {
-        debug_assert_eq!(self.layout, Layout::Live);
+    /// One live-run line; `valid` says whether the row passed validation;
+    /// `cancel_bill_no` is written in the v2 layout.
+    pub fn write_live(
+        &mut self,
+        raw: &RawRow,
+        valid: bool,
+        cancel_bill_no: Option<&str>,
+        outcome: &Outcome,
+    ) -> csv::Result<()> {
+        debug_assert!(!self.layout.row_first());
         let mut num = itoa::Buffer::new();
         self.write_input_cells(raw, valid)?;
         self.csv.write_field(num.format(raw.row))?;
+        if self.layout == Layout::LiveV2 {
+            self.csv.write_field(guard(cancel_bill_no.unwrap_or("")).as_ref())?;
+        }
         self.csv.write_field(outcome.category.as_str())?;
         self.csv.write_field(outcome.errcode.map_or("", |c| num.format(c)))?;
         self.csv.write_field(guard(&outcome.errmsg).as_ref())?;

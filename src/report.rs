@@ -3,7 +3,7 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::{Category, ALL};
-use crate::output::{ends_with_newline, read_results, unguard, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, read_results, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
 use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
@@ -68,31 +68,14 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// Recognises the layout from the header row.
+    /// Recognises the layout (v1 or v2, live or dry run) from the header row.
     pub fn detect(headers: &[String]) -> Option<Columns> {
+        let layout = Layout::detect(headers)?;
         let n = headers.len();
-        let tail = |cols: &[&str]| n >= cols.len() && headers[n - cols.len()..].iter().zip(cols).all(|(a, b)| a == b);
-        if tail(&LIVE_COLUMNS) {
-            let first = n - LIVE_COLUMNS.len();
-            return Some(Columns {
-                kind: Kind::Live,
-                headers: headers.to_vec(),
-                row: first,
-                category: first + 1,
-                input: 0..first,
-            });
-        }
-        if tail(&DRY_COLUMNS) && headers.first().is_some_and(|h| h == "row") {
-            let first = n - DRY_COLUMNS.len();
-            return Some(Columns {
-                kind: Kind::DryRun,
-                headers: headers.to_vec(),
-                row: 0,
-                category: n - 1,
-                input: 1..first,
-            });
-        }
-        None
+        let first = n - layout.tail().len();
+        let (row, category) = layout.row_and_category(n);
+        let (kind, input) = if layout.row_first() { (Kind::DryRun, 1..first) } else { (Kind::Live, 0..first) };
+        Some(Columns { kind, headers: headers.to_vec(), row, category, input })
     }
 }
 

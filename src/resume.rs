@@ -7,7 +7,7 @@
 //! cancel answers 90015.
 
 use crate::input::Header;
-use crate::output::{ends_with_newline, header_row, read_results, Layout, LineShape, LIVE_COLUMNS};
+use crate::output::{ends_with_newline, header_row, read_results, Layout, LineShape};
 use crate::report::Tally;
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,9 @@ pub struct Fingerprint {
     /// The column mapping, as `FIELD=HEADER` in the order given.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// v2's `--cancel-tag`: another tag derives other cancellation ids.
+    #[serde(default)]
+    pub cancel_tag: String,
 }
 
 /// `OUTPUT.run.json`, beside the results file.
@@ -114,6 +117,7 @@ pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyho
         ("pf", &before.pf, &now.pf),
         ("api", &before.api, &now.api),
         ("the column mapping (--column)", &cols_before, &cols_now),
+        ("--cancel-tag", &before.cancel_tag, &now.cancel_tag),
     ] {
         if a != b {
             diffs.push(format!("{what} was `{a}`, now `{b}`"));
@@ -162,7 +166,8 @@ fn rewrite_final_lines(output: &Path, header: &Header, total_rows: u64) -> anyho
     let name = output.display().to_string();
     let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
     let ends_with_newline = ends_with_newline(&mut file)?;
-    let expected = header_row(header, Layout::Live);
+    let layout = Layout::new(header.rules().api, false);
+    let expected = header_row(header, layout);
     // Cut before the header line was complete: nothing was sent yet (the
     // header is synced before the first request), so nothing is recorded.
     let header_complete = {
@@ -182,8 +187,8 @@ fn rewrite_final_lines(output: &Path, header: &Header, total_rows: u64) -> anyho
              (a dry-run file, or another input?); choose a new -o"
         );
     }
-    let row_col = expected.len() - LIVE_COLUMNS.len();
-    let shape = LineShape { width: expected.len(), row_col, category_col: row_col + 1, rows: Some(total_rows) };
+    let (row_col, category_col) = layout.row_and_category(expected.len());
+    let shape = LineShape { width: expected.len(), row_col, category_col, rows: Some(total_rows) };
     let tmp = tmp_path(output);
     let mut kept =
         csv::Writer::from_writer(File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
@@ -217,8 +222,13 @@ mod tests {
     /// final lines that were completely written, and never fails.
     #[test]
     fn every_cut_of_a_results_file_resumes() {
-        let header =
-            Header::resolve("t", &csv::StringRecord::from(vec!["bill_no", "openid", "zone_id", "note"]), &[]).unwrap();
+        let header = Header::resolve(
+            "t",
+            &csv::StringRecord::from(vec!["bill_no", "openid", "zone_id", "note"]),
+            &[],
+            &Default::default(),
+        )
+        .unwrap();
         let lines = [
             "B1,o1,1,plain,1,cancelled,0,ok,1,1700000000\n",
             "B2,o2,1,\"two\nlines, comma\",2,network_error,,no usable answer,5,1700000001\n",

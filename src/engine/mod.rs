@@ -14,15 +14,16 @@
 pub mod pace;
 pub mod queue;
 
-use crate::api::{cancel_body, Action, Reply, Transport};
+use crate::api::{cancel_body, v2, Action, ApiKind, Reply, Transport};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
 use crate::clock::{unix_now, unix_now_f64};
 use crate::config::RunConfig;
-use crate::input::{Classifier, Input, Order, RawRow, Verdict};
+use crate::input::{Classifier, Input, Order, OrderRef, RawRow, Verdict};
 use crate::output::{Outcome, ResultsWriter};
 use crate::report::Tally;
 use crate::reporter::Reporter;
+use crate::secret::Secret;
 use crate::sign::Signer;
 use crate::token::{TokenFailure, Tokens};
 use anyhow::Context as _;
@@ -173,24 +174,14 @@ impl Control {
     }
 }
 
-/// The message that explains a breaker answer.
-fn breaker_message(category: Category, errcode: Option<i64>, sandbox: bool) -> String {
-    let code = errcode.map(|c| c.to_string()).unwrap_or_default();
-    match category {
-        Category::SigError => format!(
-            "WeChat answered {code} (sig wrong) {BREAKER_THRESHOLD} times in a row: MIDAS_APP_KEY is not the {} app key{}",
-            if sandbox { "sandbox" } else { "production" },
-            if sandbox {
-                " (a production key used with --sandbox?)"
-            } else {
-                " (the sandbox key used in production? then add --sandbox, or export the production key)"
-            }
-        ),
-        _ => format!(
-            "WeChat answered {code} (no permission) {BREAKER_THRESHOLD} times in a row: this appid/offer_id may not call \
-             cancelpay; check --appid, --offer-id and the Mini Game's virtual-payment settings"
-        ),
-    }
+/// One request, signed and ready to send.
+struct SignedRequest {
+    uri: &'static str,
+    /// After `access_token=TOKEN` in the query string (v2's signatures).
+    query_tail: String,
+    body: Vec<u8>,
+    /// v1 sent without mp_sig (no session key): a 90009/90010 says so.
+    without_session_key: bool,
 }
 
 /// Live counters for progress and the summary.
@@ -212,6 +203,8 @@ struct Job {
 /// One finished row on its way to the results file.
 struct Finished {
     raw: RawRow,
+    /// v2: the cancellation id, for the results file.
+    cancel_id: Option<String>,
     valid: bool,
     outcome: Outcome,
 }
@@ -280,18 +273,17 @@ impl Worker<'_> {
         let ts = unix_now();
         let (sent_at, sent_unix, pace_now) = (Instant::now(), unix_now_f64(), self.pacer.current_rate());
         let order = job.order.as_ref();
-        let params = self.cfg.request.params(&order, ts);
-        let with_mp = self.cfg.input.mp_sig.inputs(Some(&token), order.session_key);
-        let sigs = self.signer.sign(&params, with_mp);
-        let reply = self.transport.cancel(self.signer.uri(), token.expose(), &cancel_body(&params, &sigs));
+        let request = self.sign(&order, &token, ts);
+        let reply = self.transport.cancel(request.uri, token.expose(), &request.query_tail, &request.body);
         job.attempts += 1;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let (category, action) = reply.classify();
+        let api = self.cfg.input.rules.api;
+        let (category, action) = reply.classify(api);
         if let Some(cut) = self.pacer.observe(epoch, signal(&reply, category, action)) {
             self.log_pace(&cut);
         }
         let mut errmsg = self.cfg.redactor.redact(&reply.message());
-        if with_mp.is_none() && matches!(category, Category::SessionExpired | Category::MpSigError) {
+        if request.without_session_key && matches!(category, Category::SessionExpired | Category::MpSigError) {
             errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
         }
         let outcome = Outcome { category, errcode: reply.errcode(), errmsg, attempts: job.attempts, ts: Some(ts) };
@@ -312,7 +304,7 @@ impl Worker<'_> {
         // The canary is released only once the answer has been counted,
         // so a queued worker cannot slip a request past a tripping breaker.
         if action == Action::Breaker {
-            let why = breaker_message(category, reply.errcode(), self.cfg.request.sandbox);
+            let why = api.breaker_message(category, reply.errcode(), BREAKER_THRESHOLD, self.cfg.request.sandbox);
             self.control.answer_fatal(why);
             drop(canary);
             return Step::Done(outcome);
@@ -341,6 +333,36 @@ impl Worker<'_> {
                 Step::Park(due)
             }
             _ => Step::Done(outcome),
+        }
+    }
+
+    /// Builds and signs the request for `order` at `ts`, with `token`.
+    fn sign(&self, order: &OrderRef<'_>, token: &Secret, ts: u64) -> SignedRequest {
+        match self.cfg.input.rules.api {
+            ApiKind::V1 => {
+                let params = self.cfg.request.params(order, ts);
+                let with_mp = self.cfg.input.mp_sig.inputs(Some(token), order.session_key);
+                let sigs = self.signer.sign(&params, with_mp);
+                SignedRequest {
+                    uri: self.signer.uri(),
+                    query_tail: String::new(),
+                    body: cancel_body(&params, &sigs),
+                    without_session_key: with_mp.is_none(),
+                }
+            }
+            ApiKind::V2 => {
+                let env = u8::from(self.cfg.request.sandbox);
+                let body = order.v2(&self.cfg.input.rules, env, ts).body();
+                let pay_sig = v2::pay_sig(self.cfg.app_key.expose(), &body);
+                // A v2 row without a session key is never sent (missing_session_key).
+                let signature = v2::signature(order.session_key.unwrap_or_default(), &body);
+                SignedRequest {
+                    uri: v2::URI,
+                    query_tail: v2::query_tail(&pay_sig, &signature),
+                    body: body.into_bytes(),
+                    without_session_key: false,
+                }
+            }
         }
     }
 
@@ -382,7 +404,7 @@ impl Pool<'_> {
     /// is stopping (it raised the stop) and the row is left out: it was
     /// never recorded, so `--resume` sends it again.
     fn finish(&self, to_writer: &crossbeam_channel::Sender<Finished>, job: Job, outcome: Outcome) {
-        let _ = to_writer.send(Finished { raw: job.raw, valid: true, outcome });
+        let _ = to_writer.send(Finished { raw: job.raw, cancel_id: job.order.cancel_id, valid: true, outcome });
         self.pending.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -479,7 +501,9 @@ fn write_results(
         // Everything that finished meanwhile joins this group.
         for f in std::iter::once(first).chain(std::iter::from_fn(|| finished.try_recv().ok())).take(GROUP) {
             pending.push(f.outcome.category);
-            writer.write_live(&f.raw, f.valid, &f.outcome).context("cannot write the results file")?;
+            writer
+                .write_live(&f.raw, f.valid, f.cancel_id.as_deref(), &f.outcome)
+                .context("cannot write the results file")?;
         }
         writer.flush().context("cannot write the results file")?;
         writer.get_ref().sync_data().context("cannot sync the results file")?;
@@ -517,7 +541,7 @@ pub fn run(
 ) -> anyhow::Result<LiveReport> {
     let send = &cfg.send;
     let started = Instant::now();
-    let mut rows = input.rows(&cfg.input.columns, None)?;
+    let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, None)?;
     let header = rows.header().clone();
     // The header is on disk before the first request leaves.
     target.writer.flush()?;
@@ -526,7 +550,7 @@ pub fn run(
     let stats = Stats::default();
     let tally = Mutex::new(target.prior.clone());
     let done = std::mem::take(&mut target.done);
-    let mut classifier = Classifier::new(cfg.input.mp_sig);
+    let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
     reporter.start_progress(total, false);
 
     let (to_workers, jobs) = crossbeam_channel::bounded::<Job>(send.concurrency);
@@ -597,10 +621,15 @@ pub fn run(
                         }
                         continue;
                     }
-                    Verdict::Ready(_) => Finished { raw, valid: true, outcome: Outcome::skipped() },
-                    Verdict::Rejected { category, message, valid } => {
-                        Finished { raw, valid, outcome: Outcome::unsent(category, message) }
+                    Verdict::Ready(order) => {
+                        Finished { raw, cancel_id: order.cancel_id, valid: true, outcome: Outcome::skipped() }
                     }
+                    Verdict::Rejected { category, message, valid } => Finished {
+                        cancel_id: header.cancel_id_of(&raw),
+                        raw,
+                        valid,
+                        outcome: Outcome::unsent(category, message),
+                    },
                 };
                 if to_writer.send(finished).is_err() {
                     anyhow::bail!("the results writer stopped unexpectedly");

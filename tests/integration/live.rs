@@ -96,7 +96,8 @@ fn retries_then_success() {
 #[test]
 fn unanswered_requests_end_as_network_error_after_the_retries() {
     let w = Workdir::new();
-    w.orders("in.csv", 6);
+    // 30 answers: enough for the pace controller to judge their share.
+    w.orders("in.csv", 10);
     let mut c = sim_config();
     c.faults = Faults { error_rate: 1.0, ..Faults::default() };
     let sim = start(c);

@@ -1,5 +1,9 @@
-//! The WeChat side: wire types, the errcode → category table (SPEC §1.3), and
-//! the HTTP transport behind the one seam the sender uses.
+//! The WeChat side: what both cancel APIs share (the reply and how it is read,
+//! token wire types, the HTTP transport behind the one seam the engine uses)
+//! and the switch between them; each API's own knowledge is in its module.
+
+pub mod v1;
+pub mod v2;
 
 use crate::category::Category;
 use crate::sign::{CancelParams, Signatures, Value};
@@ -20,25 +24,39 @@ pub enum Action {
     Breaker,
 }
 
-/// The category and next action for a WeChat errcode: the one copy of the
-/// SPEC's errcode table.
-pub fn classify_errcode(errcode: i64) -> (Category, Action) {
-    use Category::*;
-    match errcode {
-        0 => (Cancelled, Action::Stop),
-        90015 => (AlreadyReturned, Action::Stop),
-        90014 => (AlreadyConfirmed, Action::Stop),
-        90000 => (NotFound, Action::Stop),
-        90018 => (ParamError, Action::Stop),
-        -1 => (SystemBusy, Action::Retry { slow_down: true }),
-        90016 => (Processing, Action::Retry { slow_down: false }),
-        45009 => (RateLimited, Action::Retry { slow_down: true }),
-        40001 | 42001 | 40014 => (TokenError, Action::RefreshToken),
-        90010 => (SessionExpired, Action::Stop),
-        90009 => (MpSigError, Action::Stop),
-        90011 => (SigError, Action::Breaker),
-        90017 => (NoPermission, Action::Breaker),
-        _ => (UnknownError, Action::Stop),
+/// Which cancel API a run speaks (`--api`, config `api`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKind {
+    /// `/cgi-bin/midas/cancelpay` (SPEC §1.1).
+    #[default]
+    V1,
+    /// Virtual Payment 2.0, `/wxa/game/cancelpay` (SPEC §1.5).
+    V2,
+}
+
+impl ApiKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiKind::V1 => "v1",
+            ApiKind::V2 => "v2",
+        }
+    }
+
+    /// The category and next action for an errcode of this API.
+    pub fn classify_errcode(self, errcode: i64) -> (Category, Action) {
+        match self {
+            ApiKind::V1 => v1::classify_errcode(errcode),
+            ApiKind::V2 => v2::classify_errcode(errcode),
+        }
+    }
+
+    /// Why the breaker tripped, in words that say what to fix.
+    pub fn breaker_message(self, category: Category, errcode: Option<i64>, threshold: u32, sandbox: bool) -> String {
+        match self {
+            ApiKind::V1 => v1::breaker_message(category, errcode, threshold, sandbox),
+            ApiKind::V2 => v2::breaker_message(errcode, threshold, sandbox),
+        }
     }
 }
 
@@ -54,11 +72,12 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Category and action for this reply. HTTP 429 is WeChat's frequency
-    /// limit in another form; 5xx and failures leave the outcome unknown.
-    pub fn classify(&self) -> (Category, Action) {
+    /// Category and action for this reply to `api`. HTTP 429 is WeChat's
+    /// frequency limit in another form; 5xx and failures leave the outcome
+    /// unknown.
+    pub fn classify(&self, api: ApiKind) -> (Category, Action) {
         match self {
-            Reply::Answer { errcode, .. } => classify_errcode(*errcode),
+            Reply::Answer { errcode, .. } => api.classify_errcode(*errcode),
             Reply::Status(429) => (Category::RateLimited, Action::Retry { slow_down: true }),
             Reply::Status(s) if *s >= 500 => (Category::NetworkError, Action::Retry { slow_down: true }),
             Reply::Status(_) | Reply::Failed(_) => (Category::NetworkError, Action::Retry { slow_down: false }),
@@ -199,8 +218,9 @@ pub fn cancel_body(params: &CancelParams<'_>, sigs: &Signatures) -> Vec<u8> {
 /// The side effect: sending requests to WeChat (or the simulator). One small
 /// seam so the sender has one code path.
 pub trait Transport: Send + Sync {
-    /// POSTs a cancelpay body to `uri` with the token in the query string.
-    fn cancel(&self, uri: &str, access_token: &str, body: &[u8]) -> Reply;
+    /// POSTs a cancel body to `uri` with the token first in the query
+    /// string, then `query_tail` (v2's signatures; empty for v1).
+    fn cancel(&self, uri: &str, access_token: &str, query_tail: &str, body: &[u8]) -> Reply;
     /// Calls stable_token; `Err` carries a message free of secrets.
     fn stable_token(&self, appid: &str, secret: &str, force_refresh: bool) -> Result<Grant, String>;
 }
@@ -262,8 +282,8 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 impl Transport for HttpTransport {
-    fn cancel(&self, uri: &str, access_token: &str, body: &[u8]) -> Reply {
-        let url = format!("{}{uri}?access_token={access_token}", self.base);
+    fn cancel(&self, uri: &str, access_token: &str, query_tail: &str, body: &[u8]) -> Reply {
+        let url = format!("{}{uri}?access_token={access_token}{query_tail}", self.base);
         let resp = match self.post(&url, body.to_vec()) {
             Ok(r) => r,
             Err(why) => return Reply::Failed(why),
@@ -296,38 +316,15 @@ mod tests {
     use Category::*;
 
     #[test]
-    fn errcode_table() {
-        let table: &[(i64, Category, Action)] = &[
-            (0, Cancelled, Action::Stop),
-            (90015, AlreadyReturned, Action::Stop),
-            (90014, AlreadyConfirmed, Action::Stop),
-            (90000, NotFound, Action::Stop),
-            (90018, ParamError, Action::Stop),
-            (-1, SystemBusy, Action::Retry { slow_down: true }),
-            (90016, Processing, Action::Retry { slow_down: false }),
-            (45009, RateLimited, Action::Retry { slow_down: true }),
-            (40001, TokenError, Action::RefreshToken),
-            (42001, TokenError, Action::RefreshToken),
-            (40014, TokenError, Action::RefreshToken),
-            (90010, SessionExpired, Action::Stop),
-            (90009, MpSigError, Action::Stop),
-            (90011, SigError, Action::Breaker),
-            (90017, NoPermission, Action::Breaker),
-            (90012, UnknownError, Action::Stop),
-            (40013, UnknownError, Action::Stop),
-        ];
-        for &(code, cat, action) in table {
-            assert_eq!(classify_errcode(code), (cat, action), "errcode {code}");
-        }
-    }
-
-    #[test]
     fn replies_without_answer() {
-        assert_eq!(Reply::Status(429).classify().0, RateLimited);
-        assert_eq!(Reply::Status(502).classify(), (NetworkError, Action::Retry { slow_down: true }));
-        assert_eq!(Reply::Failed("timeout".into()).classify(), (NetworkError, Action::Retry { slow_down: false }));
+        assert_eq!(Reply::Status(429).classify(ApiKind::V1).0, RateLimited);
+        assert_eq!(Reply::Status(502).classify(ApiKind::V1), (NetworkError, Action::Retry { slow_down: true }));
+        assert_eq!(
+            Reply::Failed("timeout".into()).classify(ApiKind::V1),
+            (NetworkError, Action::Retry { slow_down: false })
+        );
         assert!(Reply::Status(503).message().contains("outcome unknown"));
-        assert_eq!(Reply::Status(307).classify(), (NetworkError, Action::Retry { slow_down: false }));
+        assert_eq!(Reply::Status(307).classify(ApiKind::V1), (NetworkError, Action::Retry { slow_down: false }));
         assert!(Reply::Status(307).message().contains("not followed"));
     }
 
@@ -359,7 +356,7 @@ mod tests {
                 Some(w) => assert_eq!(&got, w, "{body}"),
                 None => {
                     assert!(matches!(got, Reply::Failed(_)), "{body}: {got:?}");
-                    assert_eq!(got.classify(), (NetworkError, Action::Retry { slow_down: false }), "{body}");
+                    assert_eq!(got.classify(ApiKind::V1), (NetworkError, Action::Retry { slow_down: false }), "{body}");
                 }
             }
         }
