@@ -63,6 +63,14 @@ const PROBE_FLOOR: f64 = 0.5;
 const CREEP: f64 = 0.005;
 const CREEP_FLOOR: f64 = 0.05;
 const NEAR_LIMIT: f64 = 0.9;
+/// The creep stops this far below the highest limit found: within the jitter
+/// of a server's limit, a server that counts rejected calls rejects a whole
+/// streak ...
+const CEILING: f64 = 0.97;
+/// ... and after this long without a cut the ceiling is tried a little
+/// higher, in case the server now allows more.
+const RETEST_AFTER: Duration = Duration::from_secs(30);
+const RETEST_STEP: f64 = 1.02;
 const PROBE_STEP: Duration = Duration::from_millis(250);
 /// The longest single sleep, so that a stop is noticed quickly.
 const NAP: Duration = Duration::from_millis(50);
@@ -122,6 +130,8 @@ struct Controller {
     background: f64,
     background_at: Option<Instant>,
     limit_found: Option<f64>,
+    /// `limit_found` rests on a second of history or more.
+    limit_reliable: bool,
     cuts: u64,
     limit_answers: u64,
 }
@@ -165,6 +175,7 @@ impl Pacer {
                 background: 0.0,
                 background_at: None,
                 limit_found: None,
+                limit_reliable: false,
                 cuts: 0,
                 limit_answers: 0,
             }),
@@ -244,11 +255,17 @@ impl Pacer {
         }
         let share = |k: usize| k as f64 / n as f64;
         let target = if n >= MIN_SAMPLES_LIMIT && limits >= MIN_LIMIT_ANSWERS && share(limits) >= LIMIT_SHARE {
-            let accepted = accepted_rate(&c, now);
-            // The highest estimate stands: a later one may be taken while the
-            // server's window still holds an overshoot, and only decides
-            // this cut, not where probing turns into creeping.
-            c.limit_found = Some(c.limit_found.map_or(accepted, |l: f64| l.max(accepted)));
+            let (accepted, reliable) = accepted_rate(&c, now);
+            // Among estimates from a second of history or more the highest
+            // stands: a later one may be taken while the server's window
+            // still holds an overshoot, and only decides this cut, not where
+            // probing turns into creeping. An earlier, provisional one (the
+            // run's first second) is replaced.
+            c.limit_found = Some(match (c.limit_found, c.limit_reliable && reliable) {
+                (Some(l), true) => l.max(accepted),
+                _ => accepted,
+            });
+            c.limit_reliable = reliable;
             (c.pace.min(accepted) * BELOW_LIMIT, "frequency limit: settle below the accepted rate")
         } else if n >= MIN_SAMPLES_BUSY && busy >= MIN_BUSY_ANSWERS && share(busy) >= c.background + BUSY_EXCESS {
             (c.pace * BUSY_CUT, "system busy well above the background")
@@ -268,11 +285,19 @@ impl Pacer {
         if since < PROBE_STEP {
             return None;
         }
+        if let Some(limit) = c.limit_found.filter(|l| c.pace >= l * CEILING) {
+            if now.duration_since(c.last_change) >= RETEST_AFTER {
+                c.limit_found = Some(limit * RETEST_STEP);
+                c.last_change = now;
+            }
+            return None;
+        }
         let near = c.limit_found.is_some_and(|l| c.pace >= l * NEAR_LIMIT);
         let per_second = if near { (c.pace * CREEP).max(CREEP_FLOOR) } else { (c.pace * PROBE).max(PROBE_FLOOR) };
         let step = per_second * since.as_secs_f64().min(1.0);
         let to = c.pace + step;
-        let change = self.set_pace(c, to, "probing upward", now, false);
+        let ceiling = c.limit_found.map_or(self.rate, |l| l * CEILING);
+        let change = self.set_pace(c, to.min(ceiling.max(c.pace)), "probing upward", now, false);
         // Reported in steps of a request a second (or on reaching the full
         // rate), not every quarter second.
         if (change.to - c.reported).abs() >= 1.0 || change.to >= self.rate {
@@ -319,11 +344,12 @@ impl Pacer {
 /// second keeps a server that spreads its quota evenly from looking far
 /// slower than it is. Running high costs a short grace of rejections and
 /// another cut; running low, a slow climb back.
-fn accepted_rate(c: &Controller, now: Instant) -> f64 {
+/// Returns the rate and whether it rests on a second of history or more.
+fn accepted_rate(c: &Controller, now: Instant) -> (f64, bool) {
     let seen = c.first_answer.map_or(HISTORY, |t| now.duration_since(t));
     if seen < Duration::from_secs(1) {
         let accepted = c.recent.iter().filter(|a| a.signal != Signal::Limit).count() as f64;
-        return accepted.max(0.5 * accepted / seen.as_secs_f64().max(0.05));
+        return (accepted.max(0.5 * accepted / seen.as_secs_f64().max(0.05)), false);
     }
     let accepted: Vec<Instant> = c.recent.iter().filter(|a| a.signal != Signal::Limit).map(|a| a.at).collect();
     let mut best = 0;
@@ -334,7 +360,7 @@ fn accepted_rate(c: &Controller, now: Instant) -> f64 {
         }
         best = best.max(end + 1 - start);
     }
-    best as f64
+    (best as f64, true)
 }
 
 /// Moves the background share of busy answers toward the recent share, with
