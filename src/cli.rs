@@ -155,6 +155,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
     pub processing_share: f64,
 
+    /// Process each order's (v2: cancellation's) first cancel but never answer it.
+    #[arg(long, help_heading = "Faults")]
+    pub drop_first: bool,
+
     /// Share of cancels processed but answered HTTP 200 with --bogus-body (no errcode).
     #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
     pub bogus_rate: f64,

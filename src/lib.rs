@@ -408,6 +408,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<Exit> {
         redirect_to: args.redirect_to.clone(),
         throttle_rate: args.throttle_rate,
         processing_share: args.processing_share,
+        drop_first: args.drop_first,
     };
     sc.echo = args.echo.clone();
     sc.announced_lifetime = args.announce_lifetime;

@@ -4,7 +4,7 @@
 //! (`midas-cancel simulate`, the integration tests) and the operator's
 //! rehearsal stage (`run --simulate`).
 
-use crate::api::{Answer, StableTokenAnswer, StableTokenRequest};
+use crate::api::{v2, Answer, StableTokenAnswer, StableTokenRequest};
 use crate::input::{check_bill_no, SessionKeys};
 use crate::sign::{self, CancelParams, Signer};
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub enum OrderState {
     Unknown,
     /// Always answers this errcode (to rehearse any category).
     Errcode(i64),
+    /// v2: a deduction with this many coins left to return.
+    Remaining(u64),
     /// Answers errcode 90013 with an errmsg that echoes the request's query
     /// string and [`SimConfig::echo`], like a proxy that repeats what it got.
     Echo,
@@ -49,11 +51,13 @@ impl FromStr for OrderState {
             _ => {
                 if let Some(n) = s.strip_prefix("processing:") {
                     OrderState::Processing(n.parse().map_err(|_| format!("bad count in `{s}`"))?)
+                } else if let Some(n) = s.strip_prefix("remaining:") {
+                    OrderState::Remaining(n.parse().map_err(|_| format!("bad amount in `{s}`"))?)
                 } else if let Some(c) = s.strip_prefix("errcode:") {
                     OrderState::Errcode(c.parse().map_err(|_| format!("bad errcode in `{s}`"))?)
                 } else {
                     return Err(format!(
-                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N, echo)"
+                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N, echo, remaining:N)"
                     ));
                 }
             }
@@ -100,6 +104,9 @@ pub struct Faults {
     /// Share of orders (chosen by a hash of the bill_no, so the same ones
     /// every time) that answer 90016 (processing) on every try.
     pub processing_share: f64,
+    /// Process every order's (v2: cancellation's) first cancel but never
+    /// answer it: the client's re-send must learn the outcome.
+    pub drop_first: bool,
 }
 
 /// Whether `bill_no` is one of the `share` of orders picked by its hash.
@@ -139,6 +146,8 @@ pub struct SimConfig {
     pub keep_log: bool,
     /// Text that orders in the `echo` state repeat in their errmsg.
     pub echo: String,
+    /// v2: coins left on a deduction not listed with `remaining:N`.
+    pub v2_remaining: u64,
     pub seed: u64,
 }
 
@@ -160,6 +169,7 @@ impl SimConfig {
             faults: Faults::default(),
             keep_log: false,
             echo: String::new(),
+            v2_remaining: 1_000_000,
             seed: 1,
         }
     }
@@ -242,6 +252,10 @@ struct State {
     generation: u64,
     log_file: Option<std::fs::File>,
     in_flight: usize,
+    /// v2: cancellation ids processed, with their amounts.
+    cancellations: HashMap<String, u64>,
+    /// Keys whose first answer was dropped (`drop_first`).
+    dropped: std::collections::HashSet<String>,
 }
 
 /// A running simulator; stops when dropped.
@@ -299,6 +313,8 @@ impl Simulator {
             generation: 0,
             log_file,
             in_flight: 0,
+            cancellations: HashMap::new(),
+            dropped: Default::default(),
             cfg,
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -371,7 +387,7 @@ async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let post = parts.method == hyper::Method::POST;
     let arrived = Instant::now();
-    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI;
+    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI || path == v2::URI;
     let (response, latency) = {
         let mut st = state.lock().expect("sim lock");
         if is_cancel {
@@ -385,6 +401,7 @@ async fn handle(
                 Response::Redirect(st.cfg.faults.redirect_to.clone().unwrap_or_default())
             }
             (true, sign::PROD_URI) => st.cancel(false, query, &body, arrived, started),
+            (true, v2::URI) => st.cancel_v2(query, &body, arrived, started),
             (true, sign::SANDBOX_URI) => st.cancel(true, query, &body, arrived, started),
             (true, "/cgi-bin/stable_token") => st.stable_token(&body),
             (_, "/cgi-bin/token") => {
@@ -419,6 +436,57 @@ async fn handle(
             Err(std::io::Error::other("reply dropped on purpose"))
         }
     }
+}
+
+/// The fields of a v2 cancel body, typed as §1.5 says (strings, and `ts`,
+/// `env`, `amount` as JSON numbers).
+struct BodyV2 {
+    openid: String,
+    ts: u64,
+    env: u64,
+    pay_bill_no: String,
+    bill_no: String,
+    amount: u64,
+}
+
+fn parse_body_v2(bytes: &[u8]) -> Result<BodyV2, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
+    let s = |k: &str| match v.get(k) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
+        Some(_) => Err(format!("{k} must be a string")),
+    };
+    let n = |k: &str| match v.get(k) {
+        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
+        Some(_) => Err(format!("{k} must be a number")),
+        None => Err(format!("{k} missing")),
+    };
+    s("offer_id")?;
+    s("zone_id")?;
+    if v.get("user_ip").is_some() {
+        s("user_ip")?;
+    }
+    for k in ["appid", "pf", "pay_item", "sig", "mp_sig"] {
+        if v.get(k).is_some() {
+            return Err(format!("{k} is not a v2 field"));
+        }
+    }
+    let env = n("env")?;
+    if env > 1 {
+        return Err("env must be 0 or 1".into());
+    }
+    let amount = n("amount")?;
+    if amount == 0 {
+        return Err("amount must be at least 1".into());
+    }
+    Ok(BodyV2 {
+        openid: s("openid")?,
+        ts: n("ts")?,
+        env,
+        pay_bill_no: s("pay_bill_no")?,
+        bill_no: s("bill_no")?,
+        amount,
+    })
 }
 
 /// The fields of a cancelpay body, typed as WeChat expects them.
@@ -499,6 +567,51 @@ impl State {
         response
     }
 
+    /// What every cancel meets first, whatever the API: the frequency
+    /// limit, injected server faults, and the access token.
+    fn gate(&mut self, token: &str, arrived: Instant) -> Option<Response> {
+        let faults = &self.cfg.faults;
+        if let Some(limit) = faults.frequency_limit {
+            while self.window.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
+                self.window.pop_front();
+            }
+            self.window.push_back(arrived);
+            if self.window.len() > limit as usize {
+                return Some(answer(45009, "reach max api daily quota limit"));
+            }
+        }
+        if self.rng.f64() < faults.error_rate {
+            return Some(Response::Json(502, "<html>502 Bad Gateway</html>".into()));
+        }
+        if self.rng.f64() < faults.throttle_rate {
+            return Some(Response::Json(429, "<html>429 Too Many Requests</html>".into()));
+        }
+        if self.rng.f64() < faults.busy_rate {
+            return Some(answer(-1, "system error"));
+        }
+        match self.tokens.get(token) {
+            None => Some(answer(40001, "invalid credential, access_token is invalid or not latest")),
+            Some(t) if t.revoked => Some(answer(40001, "invalid credential, access_token is invalid or not latest")),
+            Some(t) if arrived > t.expires => Some(answer(42001, "access_token expired")),
+            Some(_) => None,
+        }
+    }
+
+    /// What every processed cancel of `key` may meet last: a lost or
+    /// mangled reply.
+    fn deliver(&mut self, key: &str, reply: Response) -> Response {
+        if self.cfg.faults.drop_first && self.dropped.insert(key.to_string()) {
+            return Response::Drop;
+        }
+        if self.rng.f64() < self.cfg.faults.drop_rate {
+            return Response::Drop;
+        }
+        if self.rng.f64() < self.cfg.faults.bogus_rate {
+            return Response::Json(200, self.cfg.faults.bogus_body.clone().unwrap_or_else(|| "{}".into()));
+        }
+        reply
+    }
+
     fn decide(
         &mut self,
         sandbox: bool,
@@ -507,31 +620,10 @@ impl State {
         body: Result<Body, String>,
         arrived: Instant,
     ) -> Response {
+        if let Some(r) = self.gate(token, arrived) {
+            return r;
+        }
         let faults = self.cfg.faults.clone();
-        if let Some(limit) = faults.frequency_limit {
-            while self.window.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
-                self.window.pop_front();
-            }
-            self.window.push_back(arrived);
-            if self.window.len() > limit as usize {
-                return answer(45009, "reach max api daily quota limit");
-            }
-        }
-        if self.rng.f64() < faults.error_rate {
-            return Response::Json(502, "<html>502 Bad Gateway</html>".into());
-        }
-        if self.rng.f64() < faults.throttle_rate {
-            return Response::Json(429, "<html>429 Too Many Requests</html>".into());
-        }
-        if self.rng.f64() < faults.busy_rate {
-            return answer(-1, "system error");
-        }
-        match self.tokens.get(token) {
-            None => return answer(40001, "invalid credential, access_token is invalid or not latest"),
-            Some(t) if t.revoked => return answer(40001, "invalid credential, access_token is invalid or not latest"),
-            Some(t) if arrived > t.expires => return answer(42001, "access_token expired"),
-            Some(_) => {}
-        }
         let body = match body {
             Ok(b) => b,
             Err(why) => return answer(90018, &format!("invalid param: {why}")),
@@ -587,14 +679,95 @@ impl State {
             OrderState::Unknown => answer(90000, "order not exist"),
             OrderState::Errcode(c) => answer(*c, "simulated error"),
             OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
+            OrderState::Remaining(_) => answer(90018, "invalid param: a v2 deduction cancelled with v1"),
         };
-        if self.rng.f64() < faults.drop_rate {
-            return Response::Drop;
+        self.deliver(&body.bill_no, reply)
+    }
+
+    /// A Virtual Payment 2.0 cancel (SPEC §1.5), after [`State::gate`].
+    fn decide_v2(&mut self, query: &str, body: &[u8], parsed: Result<BodyV2, String>) -> Response {
+        let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+        let b = match parsed {
+            Ok(b) => b,
+            Err(why) => return answer(90018, &format!("invalid param: {why}")),
+        };
+        if param("sig_method") != Some("hmac_sha256") {
+            return answer(90018, "invalid param: sig_method");
         }
-        if self.rng.f64() < faults.bogus_rate {
-            return Response::Json(200, faults.bogus_body.unwrap_or_else(|| "{}".into()));
+        for (name, v) in [("pay_bill_no", &b.pay_bill_no), ("bill_no", &b.bill_no)] {
+            if v2::check_bill_no(name, v).is_err() {
+                return answer(90018, &format!("invalid param: {name}"));
+            }
         }
-        reply
+        let key = if b.env == 1 { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
+        let text = String::from_utf8_lossy(body);
+        if param("pay_sig") != Some(v2::pay_sig(key, &text).as_str()) {
+            return answer(90011, "pay_sig error");
+        }
+        // Like v1's mp_sig: checked when the user's session key is known;
+        // an unknown user's session has expired only with --strict-sessions.
+        match self.cfg.session_keys.get(&b.openid) {
+            None if self.cfg.sessions == SessionPolicy::Strict => return answer(90016, "session key expired"),
+            None => {}
+            Some(k) if param("signature") != Some(v2::signature(k, &text).as_str()) => {
+                return answer(90010, "signature error")
+            }
+            Some(_) => {}
+        }
+        if self.cancellations.contains_key(&b.bill_no) {
+            return self.deliver(&b.bill_no, answer(90012, "this cancellation was already processed"));
+        }
+        let default = self.cfg.default_state.clone();
+        let state = self.orders.entry(b.pay_bill_no.clone()).or_insert(default);
+        let reply = match state {
+            OrderState::Unknown => answer(90000, "pay_bill_no not exist"),
+            OrderState::Errcode(c) => answer(*c, "simulated error"),
+            OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
+            _ => {
+                let left = match state {
+                    OrderState::Remaining(n) => *n,
+                    OrderState::Cancelled | OrderState::Confirmed => 0,
+                    _ => self.cfg.v2_remaining,
+                };
+                if b.amount > left {
+                    answer(90018, &format!("invalid param: amount {} above the {left} left", b.amount))
+                } else {
+                    *state = OrderState::Remaining(left - b.amount);
+                    self.cancellations.insert(b.bill_no.clone(), b.amount);
+                    *self.stats.cancels.entry(b.bill_no.clone()).or_default() += 1;
+                    answer(0, "ok")
+                }
+            }
+        };
+        self.deliver(&b.bill_no, reply)
+    }
+
+    fn cancel_v2(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
+        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
+        let parsed = parse_body_v2(body);
+        let mut entry = LogEntry {
+            at: arrived.duration_since(started).as_secs_f64(),
+            sandbox: parsed.as_ref().is_ok_and(|b| b.env == 1),
+            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
+            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
+            mp_sig: true,
+            status: 200,
+            errcode: None,
+        };
+        let response = match self.gate(token, arrived) {
+            Some(r) => r,
+            None => self.decide_v2(query, body, parsed),
+        };
+        entry.status = match &response {
+            Response::Json(status, text) => {
+                entry.errcode = serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode);
+                *status
+            }
+            Response::Redirect(_) => 307,
+            Response::Drop => 0,
+        };
+        self.log(entry);
+        response
     }
 
     fn stable_token(&mut self, body: &[u8]) -> Response {

@@ -10,4 +10,6 @@ mod live;
 mod operator;
 mod pace;
 mod resume;
+mod v2;
 mod vectors;
+mod vectors_v2;
