@@ -245,3 +245,25 @@ fn v2_duplicates_by_cancellation_id_when_the_column_exists() {
     assert!(text.contains("row 5: duplicate"), "the same derived id twice: {text}");
     assert!(!text.contains("row 2:"), "another id for the same deduction is a partial cancel: {text}");
 }
+
+#[test]
+fn v2_rehearsal_on_the_samples() {
+    let w = Workdir::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = w
+        .cmd()
+        .current_dir(root)
+        .args(["run", "samples/orders_v2.csv", "-o"])
+        .arg(w.path("out.csv"))
+        .args(["--config", "samples/midas_v2.toml", "--simulate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    let cats = r.categories();
+    let want =
+        ["cancelled", "cancelled", "cancelled", "cancelled", "invalid_input", "missing_session_key", "duplicate"];
+    for (n, c) in want.iter().enumerate() {
+        assert_eq!(cats[&(n as u64 + 1)], *c, "row {}", n + 1);
+    }
+}
