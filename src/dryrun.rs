@@ -38,30 +38,33 @@ struct Signed {
     out: DrySigned,
 }
 
-fn sign_row(cfg: &RunConfig, signer: &Signer, v: &Validated<'_>) -> Signed {
+/// Signs one validated row (taken by value: a derived cancellation id moves
+/// into the output instead of being copied).
+fn sign_row(cfg: &RunConfig, signer: &Signer, pay_signer: &v2::PaySigner, v: Validated<'_>) -> Signed {
     match v {
         Validated::Invalid { bill_no, message } => Signed {
             bill_no_valid: bill_no.is_some(),
-            problem: Some(message.clone()),
+            problem: Some(message),
             has_session_key: false,
             out: DrySigned::unsigned(Category::InvalidInput),
         },
         Validated::Valid(o) if cfg.input.rules.api == ApiKind::V2 => {
             let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
-            let mut v2 =
-                DryV2 { cancel_bill_no: o.cancel_id.as_deref().unwrap_or_default().to_string(), ..DryV2::default() };
+            let mut v2 = DryV2::default();
             // Without a session key the row is not sent (missing_session_key).
             if let Some(key) = o.session_key {
                 v2.body = o.v2(&cfg.input.rules, u8::from(cfg.request.sandbox), ts).body();
-                v2.pay_sig = v2::pay_sig(cfg.app_key.expose(), &v2.body);
-                v2.signature = v2::signature(key, &v2.body);
+                v2.pay_sig = Some(pay_signer.sign(&v2.body));
+                v2.signature = Some(v2::signature(key, &v2.body));
             }
+            let has_session_key = o.session_key.is_some();
+            v2.cancel_bill_no = o.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
             let out = DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) };
-            Signed { bill_no_valid: true, problem: None, has_session_key: o.session_key.is_some(), out }
+            Signed { bill_no_valid: true, problem: None, has_session_key, out }
         }
         Validated::Valid(o) => {
             let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
-            let params = cfg.request.params(o, ts);
+            let params = cfg.request.params(&o, ts);
             let s = signer.sign(&params, cfg.input.mp_sig.inputs(cfg.access_token.as_ref(), o.session_key));
             Signed {
                 bill_no_valid: true,
@@ -99,6 +102,7 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     let mut writer = ResultsWriter::new(out, &header, Layout::new(cfg.input.rules.api, true), true)
         .context("cannot write the output")?;
     let signer = Signer::new(cfg.app_key.expose(), cfg.request.sandbox);
+    let pay_signer = v2::PaySigner::new(cfg.app_key.expose());
     let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
     let keys = &*cfg.input.session_keys;
     reporter.start_progress(input.size(), true);
@@ -164,8 +168,11 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
             Ok((tally, problems))
         });
         for batch in signing {
-            let signed: Vec<Signed> =
-                batch.rows().par_iter().map(|raw| sign_row(cfg, &signer, &validate(header, raw, keys))).collect();
+            let signed: Vec<Signed> = batch
+                .rows()
+                .par_iter()
+                .map(|raw| sign_row(cfg, &signer, &pay_signer, validate(header, raw, keys)))
+                .collect();
             if to_write.send((batch, signed)).is_err() {
                 break;
             }

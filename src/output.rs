@@ -163,8 +163,8 @@ pub struct DryV2 {
     pub cancel_bill_no: String,
     /// Empty when the row was not signed.
     pub body: String,
-    pub pay_sig: String,
-    pub signature: String,
+    pub pay_sig: Option<Hex64>,
+    pub signature: Option<Hex64>,
 }
 
 impl DrySigned {
@@ -211,11 +211,13 @@ impl<W: Write> ResultsWriter<W> {
         self.write_input_cells(raw, valid)?;
         self.csv.write_field(signed.ts.map_or("", |t| num.format(t)))?;
         if self.layout == Layout::DryRunV2 {
-            let v2 = signed.v2.as_deref().cloned().unwrap_or_default();
-            // The body is JSON (it begins with `{`): never a formula.
-            for cell in [&v2.cancel_bill_no, &v2.body, &v2.pay_sig, &v2.signature] {
-                self.csv.write_field(guard(cell).as_ref())?;
-            }
+            let empty = DryV2::default();
+            let v2 = signed.v2.as_deref().unwrap_or(&empty);
+            self.csv.write_field(guard(&v2.cancel_bill_no).as_ref())?;
+            // JSON (it begins with `{`) and hex: never a formula.
+            self.csv.write_field(&v2.body)?;
+            self.csv.write_field(v2.pay_sig.as_ref().map_or("", Hex64::as_str))?;
+            self.csv.write_field(v2.signature.as_ref().map_or("", Hex64::as_str))?;
         } else {
             self.csv.write_field(signed.sig.as_ref().map_or("", Hex64::as_str))?;
             self.csv.write_field(signed.mp_sig.as_ref().map_or("", Hex64::as_str))?;

@@ -9,7 +9,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Production cancelpay path (also the production `org_loc`).
 pub const PROD_URI: &str = "/cgi-bin/midas/cancelpay";
@@ -231,7 +231,7 @@ const INPUT_CAPACITY: usize = 768;
 
 /// HMAC of one assembled input (a single update: many tiny updates spent more
 /// time in the hasher's block buffering than in SHA-256 itself), as hex.
-fn hmac_hex(mut mac: HmacSha256, input: &[u8]) -> Hex64 {
+pub(crate) fn hmac_hex(mut mac: HmacSha256, input: &[u8]) -> Hex64 {
     mac.update(input);
     let mut out = [0u8; 64];
     hex::encode_to_slice(mac.finalize().into_bytes(), &mut out).expect("32 bytes make 64 hex digits");
