@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The order fields the input may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -306,7 +306,11 @@ impl Input {
     fn line_at(&self, offset: u64) -> Result<u64, InputError> {
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
-        count_newlines(f.take(offset)).map(|n| n + 1).map_err(|e| self.io_err(e))
+        let lines = Arc::new(Mutex::new(LineStarts::default()));
+        let mut tracked = LineTracking::new(f.take(offset), lines.clone());
+        io::copy(&mut tracked, &mut io::sink()).map_err(|e| self.io_err(e))?;
+        let line = lock(&lines).line_of(offset);
+        Ok(line)
     }
 
     /// Starts a streaming pass over the records. `progress` counts raw bytes read.
@@ -319,17 +323,22 @@ impl Input {
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(self.bom_len)).map_err(|e| self.io_err(e))?;
         let counted = CountingReader { inner: f, count: progress };
-        let reader: Box<dyn Read + Send> = if self.encoding == encoding_rs::UTF_8 {
+        let decoded: Box<dyn Read + Send> = if self.encoding == encoding_rs::UTF_8 {
             Box::new(counted)
         } else {
             Box::new(encoding_rs_io::DecodeReaderBytesBuilder::new().encoding(Some(self.encoding)).build(counted))
         };
+        // Line numbers come from the line breaks as they stream past (the
+        // stream the CSV reader sees, so its byte offsets apply): the CSV
+        // reader's own count misses `\r\n` and bare `\r` line ends.
+        let lines = Arc::new(Mutex::new(LineStarts::default()));
+        let reader: Box<dyn Read + Send> = Box::new(LineTracking::new(decoded, lines.clone()));
         let mut csv =
             csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(1 << 16).from_reader(reader);
         let mut first = csv::StringRecord::new();
         // Blank lines before the header are skipped like any other.
         loop {
-            let more = csv.read_record(&mut first).map_err(|e| self.csv_err(&e))?;
+            let more = csv.read_record(&mut first).map_err(|e| csv_err(&self.display, &lines, &e))?;
             if !more {
                 return Err(InputError::Empty { path: self.display.clone() });
             }
@@ -338,12 +347,80 @@ impl Input {
             }
         }
         let header = Header::resolve(&self.display, &first, mapping, rules)?;
-        Ok(Rows { csv, header, display: self.display.clone(), row: 0 })
+        Ok(Rows { csv, header, display: self.display.clone(), row: 0, lines })
     }
+}
 
-    fn csv_err(&self, e: &csv::Error) -> InputError {
-        let line = e.position().map(|p| p.line()).unwrap_or(0);
-        InputError::Csv { path: self.display.clone(), line, message: e.to_string() }
+/// A CSV error, on the line where it was found.
+fn csv_err(path: &str, lines: &Mutex<LineStarts>, e: &csv::Error) -> InputError {
+    let line = e.position().map_or(0, |p| lock(lines).line_of(p.byte()));
+    // csv's message repeats its own (CR-blind) line number; ours is the one given.
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "a field is not valid text in this encoding".to_string(),
+        _ => e.to_string(),
+    };
+    InputError::Csv { path: path.to_string(), line, message }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where the physical lines of a stream start: after `\n`, `\r\n` (once)
+/// or a bare `\r`. Offsets are dropped once the reader has passed them, so
+/// only the read-ahead is held.
+#[derive(Default)]
+struct LineStarts {
+    starts: std::collections::VecDeque<u64>,
+    /// Line starts already dropped.
+    passed: u64,
+}
+
+impl LineStarts {
+    /// The 1-based line of the byte at `offset`. Offsets must not decrease.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.starts.front().is_some_and(|&s| s <= offset) {
+            self.starts.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+/// A reader that notes where lines start in what passes through it. A new
+/// line starts right after a `\r`, and right after a `\n` that does not
+/// follow a `\r`: so `\r\n` counts once, and its line starts *at* the
+/// `\n`, which is where the CSV reader places the next record's start.
+struct LineTracking<R> {
+    inner: R,
+    pos: u64,
+    /// The last byte read was a `\r`.
+    after_cr: bool,
+    lines: Arc<Mutex<LineStarts>>,
+}
+
+impl<R> LineTracking<R> {
+    fn new(inner: R, lines: Arc<Mutex<LineStarts>>) -> Self {
+        LineTracking { inner, pos: 0, after_cr: false, lines }
+    }
+}
+
+impl<R: Read> Read for LineTracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        let mut lines = lock(&self.lines);
+        for i in memchr::memchr2_iter(b'\r', b'\n', chunk) {
+            let follows_cr = if i == 0 { self.after_cr } else { chunk[i - 1] == b'\r' };
+            if chunk[i] == b'\r' || !follows_cr {
+                lines.starts.push_back(self.pos + i as u64 + 1);
+            }
+        }
+        if let Some(&last) = chunk.last() {
+            self.after_cr = last == b'\r';
+        }
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -636,6 +713,7 @@ pub struct Rows {
     header: Header,
     display: String,
     row: u64,
+    lines: Arc<Mutex<LineStarts>>,
 }
 
 /// One data row as read: its 1-based row number, its line in the file and cells.
@@ -677,12 +755,10 @@ impl Rows {
                 Ok(true) if is_blank(record) => continue,
                 Ok(true) => {
                     self.row += 1;
-                    return Ok(Some((self.row, record.position().map(|p| p.line()).unwrap_or(0))));
+                    let line = record.position().map_or(0, |p| lock(&self.lines).line_of(p.byte()));
+                    return Ok(Some((self.row, line)));
                 }
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    return Err(InputError::Csv { path: self.display.clone(), line, message: e.to_string() });
-                }
+                Err(e) => return Err(csv_err(&self.display, &self.lines, &e)),
             }
         }
     }
@@ -1309,6 +1385,30 @@ mod tests {
         match v {
             Validated::Invalid { message, .. } => message,
             Validated::Valid(o) => panic!("expected invalid, got {o:?}"),
+        }
+    }
+
+    /// A reader that hands out `n` bytes at a time.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(self.0.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn line_starts_survive_any_chunking() {
+        // a \r\n b \r c \n d \r\n \r\n e: lines 1, 2, 3, 4, (5 empty), 6
+        let text = b"a\r\nb\rc\nd\r\n\r\ne";
+        for chunk in [1, 2, 3, 5, 64] {
+            let lines = Arc::new(Mutex::new(LineStarts::default()));
+            io::copy(&mut LineTracking::new(Trickle(text, chunk), lines.clone()), &mut io::sink()).unwrap();
+            let mut l = lock(&lines);
+            let got: Vec<u64> = [0, 3, 5, 7, 12].iter().map(|&o| l.line_of(o)).collect();
+            assert_eq!(got, [1, 2, 3, 4, 6], "chunks of {chunk}");
         }
     }
 

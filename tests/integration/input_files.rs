@@ -108,3 +108,36 @@ fn modes_can_come_from_the_config_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("cannot be combined"), "{}", stderr_of(&out));
 }
+
+/// Regression (crlf_line_numbers_one_too_low): the CSV reader counted lines
+/// on `\n` only, so every CRLF line was reported one too low and a file with
+/// bare CR line ends said `line 1` for every row.
+#[test]
+fn line_numbers_are_right_for_every_line_end() {
+    let lf = "bill_no,openid,zone_id,note\nA1,o1,1,x\nA2,,1,x\nA3,o3,1,\"two\nlines\"\nA4,,1,备注\n";
+    let gbk = encoding_rs::GBK.encode(lf).0.into_owned();
+    let mut with_bom = vec![0xEF, 0xBB, 0xBF];
+    with_bom.extend(lf.replace('\n', "\r\n").into_bytes());
+    let variants: [(&str, Vec<u8>); 5] = [
+        ("lf", lf.as_bytes().to_vec()),
+        ("crlf", lf.replace('\n', "\r\n").into_bytes()),
+        ("cr", lf.replace('\n', "\r").into_bytes()),
+        ("bom-crlf", with_bom),
+        ("gbk", gbk),
+    ];
+    let w = Workdir::new();
+    for (name, bytes) in variants {
+        let file = format!("{name}.csv");
+        w.write(&file, bytes);
+        let out = w.cmd().args(["check", &file]).output().unwrap();
+        let text = stdout_of(&out);
+        assert!(text.contains("row 2: invalid_input: line 3: openid is empty"), "{name}: {text}");
+        assert!(text.contains("row 4: invalid_input: line 6: openid is empty"), "{name}: {text}");
+    }
+    // An undecodable byte is placed on its line for CR files too.
+    let mut bad = b"bill_no,openid,zone_id\rB1,oA,1\rB2,oB,".to_vec();
+    bad.extend([0xff, 0xfe, 0xfd, b'\r']);
+    w.write("bad-cr.csv", bad);
+    let out = w.cmd().args(["check", "bad-cr.csv"]).output().unwrap();
+    assert!(stderr_of(&out).contains("line 3"), "{}", stderr_of(&out));
+}
