@@ -43,9 +43,18 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff) to standard output.
-    #[command(after_long_help = "Example:\n  midas-cancel man > midas-cancel.1 && man ./midas-cancel.1")]
-    Man,
+    /// Print a manual page (roff), or write every page into a directory.
+    #[command(
+        after_long_help = "Examples:\n  midas-cancel man > midas-cancel.1 && man ./midas-cancel.1\n  midas-cancel man run | man -l -\n  midas-cancel man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// The subcommand whose page to print (run, check, report, ...) [default: the main page].
+        #[arg(conflicts_with = "dir")]
+        page: Option<String>,
+        /// Write every page (midas-cancel.1, midas-cancel-run.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 const SIMULATE_HELP: &str = "\

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod input;
 pub mod limits;
 pub mod lock;
+pub mod manual;
 pub mod output;
 pub mod report;
 pub mod reporter;
@@ -45,6 +46,23 @@ pub enum Exit {
     Stopped = 3,
     /// Interrupted: `--resume` continues.
     Interrupted = 130,
+}
+
+impl Exit {
+    /// Every status with its meaning, for the manual.
+    pub const DESCRIBED: [(u8, &'static str); 5] = [
+        (Exit::Done as u8, "every row cancelled or already returned (dry run: every row signed)"),
+        (Exit::Attention as u8, "the run finished, but some rows need attention (see their category)"),
+        (Exit::Usage as u8, "nothing was sent: bad flags, config, missing secret, unreadable input"),
+        (
+            Exit::Stopped as u8,
+            "the run was stopped early (circuit breaker, an unwritable results file): --resume continues it",
+        ),
+        (
+            Exit::Interrupted as u8,
+            "interrupted (Ctrl-C): requests in flight were finished and recorded; --resume continues it",
+        ),
+    ];
 }
 
 /// Creates the results file, refusing to replace an existing one: it may be
@@ -84,12 +102,33 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Simulate(args) => simulate(&args),
         Command::Report(args) => report_command(&args),
         Command::Completions { shell } => {
+            use std::io::Write as _;
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "midas-cancel", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "midas-cancel", &mut script);
+            if shell == clap_complete::Shell::Bash {
+                // clap_complete spells the states of a hyphenated binary two
+                // ways (clap-rs/clap#6421): the dispatch loop arrives at
+                // `midas__cancel__subcmd__run`, the case arms expect
+                // `midas__subcmd__cancel__subcmd__run`, so nothing completed
+                // after a subcommand. Spell the arms like the loop.
+                let fixed = String::from_utf8_lossy(&script).replace("midas__subcmd__cancel", "midas__cancel");
+                script = fixed.into_bytes();
+            }
+            std::io::stdout().write_all(&script)?;
             Ok(Exit::Done)
         }
-        Command::Man => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+        Command::Man { page, dir } => {
+            use std::io::Write as _;
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => {
+                    for name in manual::write_all(&cmd, &dir)? {
+                        say!("wrote {}", dir.join(name).display());
+                    }
+                }
+                None => std::io::stdout().write_all(&manual::page(&cmd, page.as_deref())?)?,
+            }
             Ok(Exit::Done)
         }
     }

@@ -216,8 +216,61 @@ fn completions_and_man_page_are_generated() {
     let w = Workdir::new();
     let bash = w.cmd().args(["completions", "bash"]).output().unwrap();
     assert!(stdout_of(&bash).contains("midas-cancel") && stdout_of(&bash).contains("--dry-run"));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = w.cmd().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && stdout_of(&out).contains("midas-cancel"), "{shell}");
+    }
     let man = w.cmd().arg("man").output().unwrap();
     assert!(stdout_of(&man).contains(".TH midas-cancel"));
+}
+
+/// Regression (bash_completion_stopped_after_the_subcommand): the generated
+/// script's states and case labels disagreed for a hyphenated binary, so
+/// `midas-cancel run --<TAB>` offered nothing. Run in a real bash.
+#[test]
+fn bash_completes_a_subcommands_flags() {
+    let w = Workdir::new();
+    let script = w.cmd().args(["completions", "bash"]).output().unwrap();
+    w.write("mc.bash", script.stdout);
+    let probe = r#"source ./mc.bash
+complete -p midas-cancel
+COMP_WORDS=(midas-cancel run --res); COMP_CWORD=2; _midas__cancel midas-cancel --res run; echo "run: ${COMPREPLY[*]}"
+COMP_WORDS=(midas-cancel report --on); COMP_CWORD=2; _midas__cancel midas-cancel --on report; echo "report: ${COMPREPLY[*]}"
+COMP_WORDS=(midas-cancel ru); COMP_CWORD=1; _midas__cancel midas-cancel ru midas-cancel; echo "top: ${COMPREPLY[*]}""#;
+    let out = std::process::Command::new("bash").current_dir(w.dir.path()).args(["-c", probe]).output().unwrap();
+    let text = stdout_of(&out);
+    assert!(text.contains("-F _midas__cancel midas-cancel"), "{text}{}", stderr_of(&out));
+    assert!(text.contains("run: --resume"), "{text}");
+    assert!(text.contains("report: --only"), "{text}");
+    assert!(text.contains("top: run"), "{text}");
+}
+
+/// Regression (man_was_one_screen): a page per subcommand, with the exit
+/// statuses and categories the code itself knows.
+#[test]
+fn man_writes_a_page_per_subcommand_with_exit_statuses_and_categories() {
+    let w = Workdir::new();
+    w.cmd().args(["man", "--dir", "pages"]).assert().success();
+    for page in
+        ["midas-cancel", "midas-cancel-run", "midas-cancel-check", "midas-cancel-report", "midas-cancel-simulate"]
+    {
+        let text = std::fs::read_to_string(w.path(&format!("pages/{page}.1"))).unwrap();
+        assert!(text.contains(&format!(".TH {page} 1")), "{page}");
+    }
+    let run = std::fs::read_to_string(w.path("pages/midas-cancel-run.1")).unwrap();
+    // roff escapes hyphens.
+    assert!(run.contains(r"\-\-resume") && run.contains(r"\-\-max\-attempts"), "run's options are on its page");
+    for section in ["EXIT STATUS", "CATEGORIES"] {
+        assert!(run.contains(section), "{section}");
+    }
+    for c in midas_cancel::category::ALL {
+        assert!(run.contains(c.as_str()), "{c}");
+    }
+    let one = w.cmd().args(["man", "report"]).output().unwrap();
+    assert!(stdout_of(&one).contains(".TH midas-cancel-report 1"));
+    let none = w.cmd().args(["man", "nope"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(stderr_of(&none).contains("there is one for: run"), "{}", stderr_of(&none));
 }
 
 #[test]
