@@ -6,8 +6,8 @@ use crate::report::Tally;
 use std::io::Write;
 
 /// Writes one line per bad row to `out`, then a summary line; returns the
-/// tally of rows that would not be sent.
-pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
+/// tally of rows that would not be sent and how many would be.
+pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<(Tally, u64)> {
     let input = &cfg.opened;
     let rows = input.rows(&cfg.columns, &cfg.rules, None)?;
     let header = rows.header().clone();
@@ -34,5 +34,5 @@ pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<Tally> {
         problems.join(", "),
         input.encoding_name()
     )?;
-    Ok(tally)
+    Ok((tally, ready))
 }

@@ -71,11 +71,11 @@ Keys come from the environment, like the tool's own:
 
 Rehearsal without a separate process: `midas-cancel run ... --simulate`.
 
-Example:
-  MIDAS_APP_KEY=test WECHAT_APP_SECRET=s3cret midas-cancel simulate --port 8080 \\
-      --orders samples/sim_orders.csv --busy-rate 0.05 --token-lifetime 60
-  MIDAS_APP_KEY=test WECHAT_APP_SECRET=s3cret midas-cancel run samples/orders.csv \\
-      -o out.csv --config samples/midas.toml --base-url http://127.0.0.1:8080";
+Example, in two terminals:
+  export MIDAS_APP_KEY=test-app-key-0001 WECHAT_APP_SECRET=test-app-secret-01
+  midas-cancel simulate --port 8080 --orders samples/sim_orders.csv --busy-rate 0.05
+  URL=http://127.0.0.1:8080
+  midas-cancel run samples/orders.csv -o out.csv --config samples/midas.toml --base-url $URL";
 
 const REPORT_HELP: &str = "\
 Exit status: 0 every row done, 1 some rows need attention, 3 rows never attempted
@@ -200,12 +200,16 @@ pub struct SimulateArgs {
 const RUN_EXAMPLES: &str = "\
 Examples:
   # rehearsal against the built-in simulator: no credentials, nothing leaves the machine
-  midas-cancel run samples/orders.csv -o /tmp/rehearsal.csv --config samples/midas.toml --simulate
+  midas-cancel run samples/orders.csv -o rehearsal.csv --config samples/midas.toml --simulate
   # sign only, with a fixed ts for reproducible output
-  MIDAS_APP_KEY=... midas-cancel run orders.csv -o signed.csv --config game.toml --dry-run --ts 1700000000
+  export MIDAS_APP_KEY=...
+  midas-cancel run orders.csv -o signed.csv --config game.toml --dry-run --ts 1700000000
   # the real thing, then continue it after an interruption
-  MIDAS_APP_KEY=... WECHAT_APP_SECRET=... midas-cancel run orders.csv -o results.csv --config game.toml
-  midas-cancel run orders.csv -o results.csv --config game.toml --resume";
+  export MIDAS_APP_KEY=... WECHAT_APP_SECRET=...
+  midas-cancel run orders.csv -o results.csv --config game.toml
+  midas-cancel run orders.csv -o results.csv --config game.toml --resume
+  # Virtual Payment 2.0
+  midas-cancel run orders.csv -o results.csv --config game.toml --api v2";
 
 /// Options that say how to read the order export.
 #[derive(Debug, Args, Clone, Default)]

@@ -45,13 +45,48 @@ pub struct FileConfig {
     /// FIELD = "HEADER" pairs, like `--column`.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Where it was read from.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
+/// Key names that hold a secret: such a key in a config file is refused
+/// (secrets come from the environment only) without repeating its value.
+const SECRET_WORDS: [&str; 5] = ["secret", "token", "password", "app_key", "appkey"];
+
 impl FileConfig {
+    /// Reads a config file. Paths in it are relative to the file's folder.
+    /// No message ever repeats a line of the file: a secret pasted into it by
+    /// mistake must not reach the console.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+        let name = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config file {name}: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            anyhow::anyhow!("config file {name} is not valid TOML at line {line}: {}", e.message().trim())
+        })?;
+        if let Some(key) = table.keys().find(|k| SECRET_WORDS.iter().any(|w| k.to_ascii_lowercase().contains(w))) {
+            anyhow::bail!(
+                "config file {name} has a key `{key}`, which looks like a secret: secrets belong in the \
+                 environment (MIDAS_APP_KEY, WECHAT_APP_SECRET or WECHAT_ACCESS_TOKEN, or NAME_FILE naming a file \
+                 that holds it), never in a config file. Remove that line"
+            );
+        }
+        let mut cfg: FileConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("config file {name}: {}", e.message().trim()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        cfg.session_keys = cfg.session_keys.map(|p| dir.join(p));
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// How messages name a key of this file.
+    fn key(&self, key: &str) -> String {
+        match &self.path {
+            Some(p) => format!("`{key}` in the config file {}", p.display()),
+            None => format!("`{key}`"),
+        }
     }
 }
 
@@ -118,7 +153,7 @@ impl InputConfig {
         let mut columns = Vec::new();
         for (field, header) in &file.columns {
             let m: ColumnMapping =
-                format!("{field}={header}").parse().map_err(|e| anyhow::anyhow!("config file, [columns]: {e}"))?;
+                format!("{field}={header}").parse().map_err(|e| anyhow::anyhow!("{}: {e}", file.key("[columns]")))?;
             columns.push(m);
         }
         // Flags come last so that they win (the header lookup takes the last mapping).
@@ -127,9 +162,10 @@ impl InputConfig {
         // The input's scan and the keys' load each read a whole file before
         // the first row can be signed: done side by side.
         let (opened, session_keys) = std::thread::scope(|scope| {
-            let keys = scope.spawn(|| match args.session_keys.as_ref().or(file.session_keys.as_ref()) {
-                Some(p) => SessionKeys::load(p).map(Arc::new),
-                None => Ok(Arc::default()),
+            let keys = scope.spawn(|| match (&args.session_keys, &file.session_keys) {
+                (Some(p), _) => SessionKeys::load(p).map(Arc::new).context("--session-keys"),
+                (None, Some(p)) => SessionKeys::load(p).map(Arc::new).with_context(|| file.key("session_keys")),
+                (None, None) => Ok(Arc::default()),
             });
             let opened = Input::open(path, encoding, snapshot);
             (opened, keys.join().expect("session-key loader panicked"))
@@ -351,18 +387,18 @@ impl RunConfig {
             })?;
             let secret = secret_from_env(env, "WECHAT_APP_SECRET")?;
             let token = secret_from_env(env, "WECHAT_ACCESS_TOKEN")?;
-            if mode == Mode::Live {
-                match (&secret, &token) {
-                    (Some(_), Some(_)) => bail!(
-                        "both WECHAT_APP_SECRET and WECHAT_ACCESS_TOKEN are set: unset one (WECHAT_APP_SECRET is \
-                         preferred: the tool then fetches and refreshes tokens itself)"
-                    ),
-                    (None, None) => bail!(
-                        "no access token: set WECHAT_APP_SECRET (the Mini Game's AppSecret; tokens are then fetched \
-                         with stable_token and refreshed) or WECHAT_ACCESS_TOKEN (a ready token, used as given)"
-                    ),
-                    _ => {}
-                }
+            // Both set is refused in every mode (a dry run included), so a
+            // dry run and the live run it rehearses accept the same environment.
+            match (&secret, &token) {
+                (Some(_), Some(_)) => bail!(
+                    "both WECHAT_APP_SECRET and WECHAT_ACCESS_TOKEN are set: unset one (WECHAT_APP_SECRET is \
+                     preferred: the tool then fetches and refreshes tokens itself)"
+                ),
+                (None, None) if mode == Mode::Live => bail!(
+                    "no access token: set WECHAT_APP_SECRET (the Mini Game's AppSecret; tokens are then fetched \
+                     with stable_token and refreshed) or WECHAT_ACCESS_TOKEN (a ready token, used as given)"
+                ),
+                _ => {}
             }
             (app_key, secret, token)
         };

@@ -140,6 +140,11 @@ pub enum InputError {
     #[error("{path} is UTF-16 text (Excel's \"Unicode Text\"); save it as \"CSV UTF-8\" (or CSV) and run again")]
     Utf16 { path: String },
     #[error(
+        "{path} is not a CSV file: it is {what}. Open it in Excel (or LibreOffice) and save it as \
+         \"CSV UTF-8 (Comma delimited)\", then run with that file"
+    )]
+    NotCsv { path: String, what: &'static str },
+    #[error(
         "{path} has bytes that are not valid {tried} at line {line} (byte offset {offset}); \
          re-save the file as \"CSV UTF-8\", or name its encoding with --encoding utf-8|gbk|gb18030"
     )]
@@ -233,17 +238,20 @@ impl Input {
 
     /// One pass over the raw bytes: BOM, encoding validity, size.
     fn scan(&mut self, named: Option<EncodingName>) -> Result<(), InputError> {
-        let mut head = [0u8; 3];
+        let mut head = [0u8; 8];
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
         let n = read_up_to(&mut f, &mut head).map_err(|e| self.io_err(e))?;
         if n == 0 {
             return Err(InputError::Empty { path: self.display.clone() });
         }
-        if head[..n.min(2)] == [0xFF, 0xFE] || head[..n.min(2)] == [0xFE, 0xFF] {
+        if let Some(what) = not_csv(&head[..n]) {
+            return Err(InputError::NotCsv { path: self.display.clone(), what });
+        }
+        if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) || looks_utf16(&head[..n]) {
             return Err(InputError::Utf16 { path: self.display.clone() });
         }
-        let has_bom = head[..n] == [0xEF, 0xBB, 0xBF];
+        let has_bom = head.starts_with(&[0xEF, 0xBB, 0xBF]);
         let candidates: &[&'static encoding_rs::Encoding] = match (named, has_bom) {
             (Some(EncodingName::Utf8), _) | (None, true) => &[encoding_rs::UTF_8],
             // GBK is a subset of GB18030 and WHATWG decodes both the same way.
@@ -428,6 +436,25 @@ impl<R: Read> Read for LineTracking<R> {
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
+}
+
+/// What a file is, judged by its first bytes, when it is a common kind that
+/// is not CSV text.
+fn not_csv(head: &[u8]) -> Option<&'static str> {
+    let kinds: [(&[u8], &str); 5] = [
+        (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook?)"),
+        (b"\xD0\xCF\x11\xE0", "an old Excel .xls workbook (or another Office document)"),
+        (b"%PDF", "a PDF document"),
+        (b"\x1F\x8B", "a gzip-compressed file (unpack it first)"),
+        (b"{\\rtf", "an RTF document"),
+    ];
+    kinds.iter().find(|(magic, _)| head.starts_with(magic)).map(|(_, what)| *what)
+}
+
+/// UTF-16 text without a byte-order mark: ASCII with a zero byte beside
+/// every character.
+fn looks_utf16(head: &[u8]) -> bool {
+    head.len() >= 4 && head.chunks(2).all(|p| p.len() == 2 && ((p[0] == 0) != (p[1] == 0)))
 }
 
 /// Copies `src` into an unlinked temp file (hashing it when `hash`), and
@@ -1191,7 +1218,7 @@ pub struct SessionKeys(HashMap<u128, StoredKey, FingerprintBuild>);
 impl SessionKeys {
     pub fn load(path: &Path) -> anyhow::Result<SessionKeys> {
         use anyhow::Context as _;
-        let ctx = || format!("--session-keys {}", path.display());
+        let ctx = || format!("session keys file {}", path.display());
         let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path).with_context(ctx)?;
         let headers = rdr.headers().with_context(ctx)?.clone();
         let pos = |name: &str| headers.iter().position(|h| header_name(h).eq_ignore_ascii_case(name));

@@ -65,17 +65,28 @@ impl Exit {
     ];
 }
 
-/// Creates the results file, refusing to replace an existing one: it may be
-/// the audit record of an earlier run.
-pub fn create_output(path: &Path) -> anyhow::Result<std::fs::File> {
+/// What to do when `-o` names an existing file: the remedy differs by command.
+pub const EXISTS_RUN: &str =
+    "it may be the record of an earlier run and is never overwritten. To continue that run add --resume; \
+     otherwise choose another -o name or move the file away";
+pub const EXISTS_OTHER: &str = "it is never overwritten: choose another -o name or move the file away";
+
+/// Creates an output file, refusing to replace an existing one (`exists`
+/// says what to do instead) or to write over a directory.
+pub fn create_output(path: &Path, exists: &str) -> anyhow::Result<std::fs::File> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "-o {} is a directory: give a file name, e.g. {}",
+            path.display(),
+            path.join("results.csv").display()
+        );
+    }
     match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(f) => Ok(f),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
-            "{} already exists and may be the record of an earlier run: it is never overwritten. \
-             To continue that run add --resume; otherwise choose another -o name or move the file away",
-            path.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            anyhow::bail!("{} already exists: {exists}", path.display())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
     }
 }
 
@@ -88,7 +99,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 None => Default::default(),
             };
             let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file, None, false)?;
-            let tally = check::run(&cfg, &mut std::io::stdout().lock())?;
+            let (tally, ready) = check::run(&cfg, &mut std::io::stdout().lock())?;
+            if tally.total() + ready == 0 {
+                say!("{}", no_data_rows(&cfg.path));
+                return Ok(Exit::Attention);
+            }
             Ok(if tally.total() == 0 { Exit::Done } else { Exit::Attention })
         }
         Command::Run(args) => {
@@ -138,7 +153,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
     use std::io::Write as _;
     if !args.only.is_empty() {
         let n = match &args.output {
-            Some(p) => report::write_only(&args.results, &args.only, create_output(p)?)?,
+            Some(p) => report::write_only(&args.results, &args.only, create_output(p, EXISTS_OTHER)?)?,
             None => report::write_only(&args.results, &args.only, std::io::stdout().lock())?,
         };
         say!("{n} row(s) written");
@@ -158,7 +173,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
 }
 
 fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
-    let out = create_output(&cfg.output)?;
+    let out = create_output(&cfg.output, "a dry run never resumes: choose another -o name or move the file away")?;
     let (tally, problems) = match dryrun::run(cfg, out, reporter) {
         Ok(r) => r,
         Err(e) => {
@@ -167,6 +182,11 @@ fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
             return Err(e);
         }
     };
+    if tally.total() == 0 {
+        let _ = std::fs::remove_file(&cfg.output);
+        reporter.notice(&no_data_rows(&cfg.input.path));
+        return Ok(Exit::Attention);
+    }
     for p in &problems {
         reporter.notice(p);
     }
@@ -198,8 +218,14 @@ fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyh
         return Ok(true);
     }
     let secs = ready as f64 / f64::from(cfg.send.rate.get());
+    let base = if cfg.base_url == config::DEFAULT_BASE_URL {
+        String::new()
+    } else {
+        format!("\n  base URL  {} (not WeChat's default)", cfg.base_url)
+    };
     reporter.notice(&format!(
-        "About to cancel orders in WeChat PRODUCTION:\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}",
+        "About to cancel orders in WeChat PRODUCTION ({} API):\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}{base}",
+        cfg.input.rules.api.name(),
         cfg.request.appid,
         cfg.request.offer_id,
         cfg.input.path.display(),
@@ -213,6 +239,12 @@ fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyh
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(answer.trim().eq_ignore_ascii_case("yes"))
+}
+
+/// What is said of an input with a header and no data rows.
+fn no_data_rows(path: &Path) -> String {
+    let name = if path.as_os_str() == "-" { "standard input".to_string() } else { path.display().to_string() };
+    format!("{name} has a header row but no data rows: there is nothing to send (check that the export is complete)")
 }
 
 /// "about 2 h 5 min", "about 40 s".
@@ -253,6 +285,10 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     }
     drop(classifier);
+    if total == 0 {
+        reporter.notice(&no_data_rows(&cfg.input.path));
+        return Ok(Exit::Attention);
+    }
     let fingerprint = resume::Fingerprint {
         input_sha256: input.sha256().unwrap_or_default().to_string(),
         rows: total,
@@ -267,6 +303,12 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     // Held until this function returns: no other run may create, read for
     // resuming, or append to this results file meanwhile.
     let _lock = lock::RunLock::acquire(&cfg.output)?;
+    if cfg.resume && !cfg.output.exists() {
+        anyhow::bail!(
+            "nothing to resume: {} does not exist. Start the run without --resume (or check the -o name)",
+            cfg.output.display()
+        );
+    }
     if cfg.resume {
         for diff in resume::check_fingerprint(&cfg.output, &fingerprint, cfg.force_resume)? {
             reporter.notice(&format!("warning: resuming although {diff} (--force-resume)"));
@@ -279,7 +321,6 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let simulator = match cfg.mode {
         Mode::Rehearsal => {
             let s = rehearsal_simulator(cfg)?;
-            reporter.info(&format!("rehearsal: sending to the in-process simulator at {}", s.url()));
             Some(s)
         }
         _ => None,
@@ -314,9 +355,14 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         ));
         (file, found.done, found.tally)
     } else {
-        (create_output(&cfg.output)?, Vec::new(), Default::default())
+        (create_output(&cfg.output, EXISTS_RUN)?, Vec::new(), Default::default())
     };
     resume::write_fingerprint(&cfg.output, &fingerprint)?;
+    // Announced only now that every check has passed: nothing before this
+    // line could have sent anything.
+    if let Some(s) = &simulator {
+        reporter.info(&format!("rehearsal: sending to the in-process simulator at {}", s.url()));
+    }
     // A resumed file already has its header.
     let writer = output::ResultsWriter::new(file, &header, output::Layout::new(api, false), !cfg.resume)?;
     let target = engine::Target { writer, done, prior };

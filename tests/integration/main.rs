@@ -7,6 +7,7 @@ mod dry_run;
 mod input_files;
 mod integrity;
 mod live;
+mod newcomer;
 mod operator;
 mod pace;
 mod resume;

@@ -186,6 +186,8 @@ fn a_production_run_on_a_terminal_asks_first() {
     let (code, screen) = under_pty(&w, &cmd, "no\n");
     assert_eq!(code, Some(2), "{screen}");
     assert!(screen.contains("PRODUCTION") && screen.contains("wx1") && screen.contains("5 to send"), "{screen}");
+    // Regression (confirmation_hid_the_base_url): a non-default --base-url is shown.
+    assert!(screen.contains(&format!("base URL  {}", sim.url())), "{screen}");
     assert!(screen.contains("nothing was sent"), "{screen}");
     assert!(sim.stats().log.is_empty());
     assert!(!w.path("out.csv").exists());
@@ -287,4 +289,29 @@ fn errors_name_the_flag_file_or_column() {
     assert!(stderr_of(&out).contains("cancelled"), "suggests the right name: {}", stderr_of(&out));
     let out = w.dry_run("in.csv", "o.csv").args(["--column", "bill_no=订单号"]).output().unwrap();
     assert!(stderr_of(&out).contains("--column bill_no=订单号"), "{}", stderr_of(&out));
+}
+
+/// Regression (help_examples_wrapped_mid_command): examples longer than the
+/// help width were cut in two; and `simulate --help` named a sample file
+/// that did not exist.
+#[test]
+fn help_examples_stay_whole_and_name_real_files() {
+    let w = Workdir::new();
+    for sub in ["run", "simulate", "report", "check", "man"] {
+        let out = w.cmd().args([sub, "--help"]).output().unwrap();
+        let text = stdout_of(&out);
+        let examples = text.split_once("Example").map(|(_, e)| e).unwrap_or_else(|| panic!("{sub}: no example"));
+        // After the heading's own line, every example line is a comment, a
+        // command or an assignment: never a wrapped tail.
+        for line in examples.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+            let l = line.trim_start();
+            let whole = ["#", "midas-cancel", "export", "URL="].iter().any(|p| l.starts_with(p));
+            assert!(whole, "{sub} --help: a wrapped example line: {line:?}");
+            assert!(line.len() <= 100, "{sub} --help: {line:?}");
+        }
+        for word in examples.split_whitespace().filter(|w| w.starts_with("samples/")) {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(word);
+            assert!(path.exists(), "{sub} --help names {word}, which does not exist");
+        }
+    }
 }
