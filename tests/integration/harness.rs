@@ -69,22 +69,26 @@ impl Workdir {
         c
     }
 
-    /// A live `run` against any base URL (for URL checks).
+    /// A live `run` against any base URL (for URL checks), with the
+    /// defaults' pace.
     pub fn live_to(&self, input: &str, output: &str, base_url: &str) -> Command {
         let mut c = self.cmd();
-        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args([
-            "run",
-            input,
-            "-o",
-            output,
-            "--appid",
-            "wxtest",
-            "--offer-id",
-            "123",
-            "--base-url",
-            base_url,
-        ]);
+        c.env("MIDAS_APP_KEY", APP_KEY).env("WECHAT_APP_SECRET", APP_SECRET).args(run_args(input, output, base_url));
         c
+    }
+
+    /// A live run (`live`) started by `sh` after `setup` (a `ulimit`, a
+    /// `trap`), so the limit applies to the real process.
+    pub fn live_in_shell(&self, setup: &str, input: &str, output: &str, sim: &Simulator) -> std::process::Command {
+        let mut sh = std::process::Command::new("sh");
+        sh.current_dir(self.dir.path())
+            .env("MIDAS_APP_KEY", APP_KEY)
+            .env("WECHAT_APP_SECRET", APP_SECRET)
+            .arg("-c")
+            .arg(format!(r#"{setup}; exec "$0" "$@""#))
+            .arg(assert_cmd::cargo::cargo_bin("midas-cancel"))
+            .args(live_args(input, output, sim));
+        sh
     }
 
     /// The same live run as a process that can be killed part-way.
@@ -126,10 +130,15 @@ impl Workdir {
     }
 }
 
+fn run_args(input: &str, output: &str, base_url: &str) -> Vec<String> {
+    let args = ["run", input, "-o", output, "--appid", "wxtest", "--offer-id", "123", "--base-url", base_url];
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// `run_args` against `sim` with fast retries and a short timeout.
 fn live_args(input: &str, output: &str, sim: &Simulator) -> Vec<String> {
-    let args = ["run", input, "-o", output, "--appid", "wxtest", "--offer-id", "123", "--base-url", sim.url()];
     let fast = ["--backoff-ms", "20", "--timeout", "1", "--rate", "200"];
-    args.iter().chain(&fast).map(|s| s.to_string()).collect()
+    run_args(input, output, sim.url()).into_iter().chain(fast.iter().map(|s| s.to_string())).collect()
 }
 
 /// A simulator that knows the test keys.

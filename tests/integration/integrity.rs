@@ -229,15 +229,8 @@ fn core_dumps_could_hold_the_app_key() {
     let w = Workdir::new();
     w.orders("in.csv", 200);
     let sim = start(sim_config());
-    let live = w.live("in.csv", "out.csv", &sim);
-    let mut child = Command::new("sh")
-        .current_dir(w.dir.path())
-        .env("MIDAS_APP_KEY", APP_KEY)
-        .env("WECHAT_APP_SECRET", APP_SECRET)
-        .arg("-c")
-        .arg(r#"ulimit -c unlimited; exec "$0" "$@""#)
-        .arg(live.get_program())
-        .args(live.get_args())
+    let mut child = w
+        .live_in_shell("ulimit -c unlimited", "in.csv", "out.csv", &sim)
         .args(["--rate", "40"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -366,17 +359,8 @@ fn a_resume_that_failed_on_a_full_disk_left_a_tmp_file() {
     w.live("in.csv", "out.csv", &sim).assert().code(0);
     let before = std::fs::read(w.path("out.csv")).unwrap();
     // 8 blocks: the input's copy (~2.5 KB) fits, the rewritten results (~6 KB) do not.
-    let live = w.live("in.csv", "out.csv", &sim);
-    let out = Command::new("sh")
-        .current_dir(w.dir.path())
-        .env("MIDAS_APP_KEY", APP_KEY)
-        .env("WECHAT_APP_SECRET", APP_SECRET)
-        .arg("-c")
-        .arg(r#"trap "" XFSZ; ulimit -f 8; exec "$0" "$@" --resume"#)
-        .arg(live.get_program())
-        .args(live.get_args())
-        .output()
-        .unwrap();
+    let out = w.live_in_shell(r#"trap "" XFSZ; ulimit -f 8"#, "in.csv", "out.csv", &sim).arg("--resume").output();
+    let out = out.unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert!(!w.path("out.csv.tmp").exists(), "no temp file left");
     assert_eq!(std::fs::read(w.path("out.csv")).unwrap(), before, "the record is as it was");

@@ -48,18 +48,8 @@ fn a_results_file_that_cannot_grow_stops_the_run_with_exit_3() {
     // ~5 KB of input: its private copy fits under the limit below.
     w.orders("in.csv", 200);
     let sim = start(sim_config());
-    let live = w.live("in.csv", "out.csv", &sim);
     // 16 blocks of 512 bytes: the header and about 150 rows fit.
-    let out = std::process::Command::new("sh")
-        .current_dir(w.dir.path())
-        .env("MIDAS_APP_KEY", crate::harness::APP_KEY)
-        .env("WECHAT_APP_SECRET", crate::harness::APP_SECRET)
-        .arg("-c")
-        .arg(r#"trap "" XFSZ; ulimit -f 16; exec "$0" "$@""#)
-        .arg(live.get_program())
-        .args(live.get_args())
-        .output()
-        .unwrap();
+    let out = w.live_in_shell(r#"trap "" XFSZ; ulimit -f 16"#, "in.csv", "out.csv", &sim).output().unwrap();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("cannot write the results file") && err.contains("File too large"), "{err}");
