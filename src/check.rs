@@ -2,7 +2,7 @@
 
 use crate::config::InputConfig;
 use crate::input::{Classifier, Verdict};
-use crate::report::Tally;
+use crate::tally::Tally;
 use std::io::Write;
 
 /// Writes one line per bad row to `out`, then a summary line; returns the

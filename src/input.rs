@@ -6,7 +6,7 @@
 //! settle the encoding, so undecodable bytes stop the run before anything is
 //! produced or sent.
 
-use crate::api::{v2, ApiKind};
+use crate::api::{self, v2, ApiKind};
 use crate::category::Category;
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
@@ -953,23 +953,12 @@ const BILL_NO_CHARS: ByteSet = alphanumeric_and(b"_-|*@");
 const ID_CHARS: ByteSet = alphanumeric_and(b"_-");
 const BASE64_CHARS: ByteSet = alphanumeric_and(b"+/=");
 
-/// `1.23457E+17`, `1E+17`, `2.5e-05`: a number a spreadsheet reformatted.
-pub fn looks_scientific(v: &str) -> bool {
-    // Bytes, not a char pattern: this runs on every bill_no.
-    let Some(at) = v.bytes().position(|b| b == b'e' || b == b'E') else { return false };
-    let (mantissa, exp) = (&v[..at], &v[at + 1..]);
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let exp = exp.strip_prefix(['+', '-']).unwrap_or("");
-    digits(int) && digits(frac) && digits(exp)
-}
-
 /// Checks bill_no against SPEC §1.1: 1–63 characters of `0-9 A-Z a-z _ - | * @`.
 pub fn check_bill_no(v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err("bill_no is empty".into());
     }
-    if looks_scientific(v) {
+    if api::looks_scientific(v) {
         return Err(format!(
             "bill_no `{v}` is a number a spreadsheet rewrote in scientific notation, so the real order id is lost; \
              re-export the orders with that column formatted as text"

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dryrun;
 pub mod engine;
+pub mod fingerprint;
 pub mod input;
 pub mod limits;
 pub mod lock;
@@ -23,6 +24,7 @@ pub mod resume;
 pub mod secret;
 pub mod sign;
 pub mod sim;
+pub mod tally;
 pub mod token;
 
 use anyhow::Context as _;

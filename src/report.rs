@@ -2,8 +2,9 @@
 //! (`midas-cancel report`, and the end-of-run summary, so the two always
 //! agree), totals of a money column, and the verdict.
 
-use crate::category::{Category, ALL};
+use crate::category::Category;
 use crate::output::{ends_with_newline, read_results, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::tally::Tally;
 use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
@@ -12,36 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Rows per category.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    counts: BTreeMap<Category, u64>,
-}
-
 impl Tally {
-    pub fn add(&mut self, c: Category) {
-        *self.counts.entry(c).or_default() += 1;
-    }
-
-    pub fn get(&self, c: Category) -> u64 {
-        self.counts.get(&c).copied().unwrap_or(0)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.counts.values().sum()
-    }
-
-    /// Categories with rows, in summary order.
-    pub fn nonzero(&self) -> impl Iterator<Item = (Category, u64)> + '_ {
-        ALL.into_iter().map(|c| (c, self.get(c))).filter(|&(_, n)| n > 0)
-    }
-
-    /// True when every row is in `ok`.
-    pub fn all_in(&self, ok: impl Fn(Category) -> bool) -> bool {
-        self.counts.iter().all(|(&c, &n)| n == 0 || ok(c))
-    }
-
-    /// A table: category, rows, what to do next.
+    /// A table: category, rows, what to do next (as `report` prints it).
     pub fn table(&self) -> String {
         Summary { tally: self.clone(), ..Summary::default() }.table()
     }
@@ -176,7 +149,7 @@ struct Opened {
     name: String,
     ends_with_newline: bool,
     /// The run's fingerprint, when it has one (live runs).
-    fingerprint: Option<crate::resume::Fingerprint>,
+    fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 impl Opened {
@@ -214,9 +187,7 @@ fn open(path: &Path) -> anyhow::Result<Opened> {
         );
     };
     let fingerprint = match cols.kind {
-        Kind::Live => std::fs::read_to_string(crate::resume::fingerprint_path(path))
-            .ok()
-            .and_then(|text| serde_json::from_str::<crate::resume::Fingerprint>(&text).ok()),
+        Kind::Live => crate::fingerprint::load(path),
         Kind::DryRun => None,
     };
     Ok(Opened { rdr, cols, name, ends_with_newline, fingerprint })

@@ -8,42 +8,13 @@
 
 use crate::input::Header;
 use crate::output::{ends_with_newline, header_row, read_results, Layout, LineShape};
-use crate::report::Tally;
+use crate::tally::Tally;
 use anyhow::{bail, Context as _};
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// What a results file belongs to; written before the first request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub input_sha256: String,
-    pub rows: u64,
-    pub appid: String,
-    pub offer_id: String,
-    /// `production`, `sandbox` or `rehearsal`.
-    pub environment: String,
-    /// The default pf of rows without a pf column.
-    #[serde(default)]
-    pub pf: String,
-    /// `v1` or `v2`.
-    #[serde(default)]
-    pub api: String,
-    /// The column mapping, as `FIELD=HEADER` in the order given.
-    #[serde(default)]
-    pub columns: Vec<String>,
-    /// v2's `--cancel-tag`: another tag derives other cancellation ids.
-    #[serde(default)]
-    pub cancel_tag: String,
-}
-
-/// `OUTPUT.run.json`, beside the results file.
-pub fn fingerprint_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".run.json");
-    PathBuf::from(name)
-}
+pub use crate::fingerprint::{fingerprint_path, Fingerprint};
 
 /// Syncs a directory so a rename in it survives a power cut.
 fn sync_dir(path: &Path) {

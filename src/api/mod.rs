@@ -24,6 +24,17 @@ pub enum Action {
     Breaker,
 }
 
+/// `1.23457E+17`, `1E+17`, `2.5e-05`: a number a spreadsheet reformatted.
+pub fn looks_scientific(v: &str) -> bool {
+    // Bytes, not a char pattern: this runs on every bill_no.
+    let Some(at) = v.bytes().position(|b| b == b'e' || b == b'E') else { return false };
+    let (mantissa, exp) = (&v[..at], &v[at + 1..]);
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let exp = exp.strip_prefix(['+', '-']).unwrap_or("");
+    digits(int) && digits(frac) && digits(exp)
+}
+
 /// Which cancel API a run speaks (`--api`, config `api`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

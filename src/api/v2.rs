@@ -182,7 +182,7 @@ pub fn check_bill_no(field: &str, v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err(format!("{field} is empty"));
     }
-    if crate::input::looks_scientific(v) {
+    if super::looks_scientific(v) {
         return Err(format!(
             "{field} `{v}` is a number a spreadsheet rewrote in scientific notation, so the real id is lost; \
              re-export with that column formatted as text"
@@ -207,7 +207,7 @@ pub fn check_amount(v: &str) -> Result<u64, String> {
     if v.is_empty() {
         return Err(format!("amount is empty: {fix}"));
     }
-    if crate::input::looks_scientific(v) {
+    if super::looks_scientific(v) {
         return Err(format!(
             "amount `{v}` is a number a spreadsheet rewrote in scientific notation; re-export the column as text"
         ));
