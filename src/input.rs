@@ -69,6 +69,17 @@ pub struct Rules {
     pub cancel_tag: String,
 }
 
+impl Rules {
+    /// A v2 row's cancellation id: its `cancel_bill_no` cell when given,
+    /// else derived from the deduction and amount (SPEC §1.5).
+    pub fn cancel_id<'a>(&self, given: Option<&'a str>, bill_no: &str, amount: &str) -> Cow<'a, str> {
+        match given {
+            Some(c) => Cow::Borrowed(c),
+            None => Cow::Owned(v2::cancellation_id(&self.offer_id, bill_no, amount, &self.cancel_tag)),
+        }
+    }
+}
+
 impl FromStr for Field {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -687,12 +698,11 @@ impl Header {
             return None;
         }
         let cell = |f| self.cell(raw, f);
-        if !cell(Field::CancelBillNo).is_empty() {
-            return Some(cell(Field::CancelBillNo).to_string());
-        }
+        let given = Some(cell(Field::CancelBillNo)).filter(|c| !c.is_empty());
         let (bill_no, amount) = (cell(Field::BillNo), cell(Field::Amount));
-        (v2::check_bill_no("bill_no", bill_no).is_ok() && v2::check_amount(amount).is_ok())
-            .then(|| v2::cancellation_id(&self.rules.offer_id, bill_no, amount, &self.rules.cancel_tag))
+        // A derived id needs a valid bill_no and amount; a given one is as given.
+        let derivable = v2::check_bill_no("bill_no", bill_no).is_ok() && v2::check_amount(amount).is_ok();
+        (given.is_some() || derivable).then(|| self.rules.cancel_id(given, bill_no, amount).into_owned())
     }
 
     /// Whether every row needs a session key to be sent.
@@ -1073,10 +1083,7 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
         Ok(a) => a,
         Err(m) => return invalid(key, m),
     };
-    let cancel_id = v2.then(|| match cancel_cell {
-        Some(c) => Cow::Borrowed(c),
-        None => Cow::Owned(v2::cancellation_id(&rules.offer_id, bill_no, get(Field::Amount), &rules.cancel_tag)),
-    });
+    let cancel_id = v2.then(|| rules.cancel_id(cancel_cell, bill_no, get(Field::Amount)));
     Validated::Valid(OrderRef {
         row: raw.row,
         bill_no,

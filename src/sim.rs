@@ -190,6 +190,19 @@ pub struct LogEntry {
     pub errcode: Option<i64>,
 }
 
+impl LogEntry {
+    /// The entry with the HTTP status and errcode of `response` (status 0:
+    /// never answered).
+    fn answered(mut self, response: &Response) -> LogEntry {
+        (self.status, self.errcode) = match response {
+            Response::Json(status, text) => (*status, serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode)),
+            Response::Redirect(_) => (307, None),
+            Response::Drop => (0, None),
+        };
+        self
+    }
+}
+
 /// What the simulator has seen.
 #[derive(Clone, Debug, Default)]
 pub struct SimStats {
@@ -545,7 +558,7 @@ impl State {
     fn cancel(&mut self, sandbox: bool, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
         let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
         let parsed = parse_body(body);
-        let mut entry = LogEntry {
+        let entry = LogEntry {
             at: arrived.duration_since(started).as_secs_f64(),
             sandbox,
             bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
@@ -555,15 +568,7 @@ impl State {
             errcode: None,
         };
         let response = self.decide(sandbox, token, query, parsed, arrived);
-        match &response {
-            Response::Json(status, text) => {
-                entry.status = *status;
-                entry.errcode = serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode);
-            }
-            Response::Redirect(_) => entry.status = 307,
-            Response::Drop => entry.status = 0,
-        }
-        self.log(entry);
+        self.log(entry.answered(&response));
         response
     }
 
@@ -745,7 +750,7 @@ impl State {
     fn cancel_v2(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
         let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
         let parsed = parse_body_v2(body);
-        let mut entry = LogEntry {
+        let entry = LogEntry {
             at: arrived.duration_since(started).as_secs_f64(),
             sandbox: parsed.as_ref().is_ok_and(|b| b.env == 1),
             bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
@@ -758,15 +763,7 @@ impl State {
             Some(r) => r,
             None => self.decide_v2(query, body, parsed),
         };
-        entry.status = match &response {
-            Response::Json(status, text) => {
-                entry.errcode = serde_json::from_str::<Answer>(text).ok().map(|a| a.errcode);
-                *status
-            }
-            Response::Redirect(_) => 307,
-            Response::Drop => 0,
-        };
-        self.log(entry);
+        self.log(entry.answered(&response));
         response
     }
 

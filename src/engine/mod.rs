@@ -14,7 +14,7 @@
 pub mod pace;
 pub mod queue;
 
-use crate::api::{cancel_body, v2, Action, ApiKind, Reply, Transport};
+use crate::api::{cancel_body, v2, Action, ApiKind, Transport};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
 use crate::clock::{unix_now, unix_now_f64};
@@ -230,10 +230,10 @@ enum Step {
 }
 
 /// Which overload signal an answer is.
-fn signal(reply: &Reply, category: Category, action: Action) -> Signal {
-    match (action, category, reply) {
-        (Action::Retry { slow_down: true }, Category::RateLimited, _) => Signal::Limit,
-        (Action::Retry { slow_down: true }, _, _) => Signal::Busy,
+fn signal(category: Category, action: Action) -> Signal {
+    match (action, category) {
+        (Action::Retry { slow_down: true }, Category::RateLimited) => Signal::Limit,
+        (Action::Retry { slow_down: true }, _) => Signal::Busy,
         _ => Signal::Fine,
     }
 }
@@ -245,6 +245,8 @@ struct Worker<'a> {
     transport: &'a dyn Transport,
     tokens: &'a Tokens,
     signer: Signer,
+    /// v2: the AppKey's HMAC, keyed once for the run.
+    pay_signer: v2::PaySigner,
     pacer: &'a Pacer,
     control: &'a Control,
     stats: &'a Stats,
@@ -279,7 +281,7 @@ impl Worker<'_> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let api = self.cfg.input.rules.api;
         let (category, action) = reply.classify(api);
-        if let Some(cut) = self.pacer.observe(epoch, signal(&reply, category, action)) {
+        if let Some(cut) = self.pacer.observe(epoch, signal(category, action)) {
             self.log_pace(&cut);
         }
         let mut errmsg = self.cfg.redactor.redact(&reply.message());
@@ -353,7 +355,7 @@ impl Worker<'_> {
             ApiKind::V2 => {
                 let env = u8::from(self.cfg.request.sandbox);
                 let body = order.v2(&self.cfg.input.rules, env, ts).body();
-                let pay_sig = v2::pay_sig(self.cfg.app_key.expose(), &body);
+                let pay_sig = self.pay_signer.sign(&body);
                 // A v2 row without a session key is never sent (missing_session_key).
                 let signature = v2::signature(order.session_key.unwrap_or_default(), &body);
                 SignedRequest {
@@ -566,6 +568,7 @@ pub fn run(
             transport: transport.as_ref(),
             tokens,
             signer: Signer::new(cfg.app_key.expose(), cfg.request.sandbox),
+            pay_signer: v2::PaySigner::new(cfg.app_key.expose()),
             pacer: &pacer,
             control,
             stats: &stats,
