@@ -3,10 +3,13 @@
 //!
 //! Three stages joined by bounded channels, so memory stays flat whatever the
 //! input size: a reader thread parses records into recycled batches; rayon
-//! validates and signs each batch on the calling thread; a writer thread
-//! decides duplicates in input order and writes. Duplicates are rare, so
-//! signing them speculatively and discarding the signature is cheaper than a
-//! sequential pass before signing.
+//! validates, signs and encodes each batch's lines on the calling thread; a
+//! writer thread decides duplicates in input order and writes the encoded
+//! bytes. Duplicates are rare, so signing and encoding them speculatively,
+//! then encoding the few again, is cheaper than a sequential pass before
+//! signing; and encoding in parallel keeps the one writer thread from being
+//! the bottleneck (a v2 line is twice a v1 line, its JSON body's quotes
+//! doubled by CSV).
 
 use crate::api::{v2, ApiKind};
 use crate::category::Category;
@@ -18,6 +21,7 @@ use crate::sign::Signer;
 use crate::tally::Tally;
 use anyhow::Context as _;
 use rayon::prelude::*;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +30,8 @@ use std::sync::Arc;
 const BATCH: usize = 4096;
 /// Batches in flight between two stages.
 const DEPTH: usize = 4;
+/// Rows one parallel task signs and encodes.
+const CHUNK: usize = 256;
 
 /// How many row problems a dry run repeats on stderr (`check` lists them all).
 pub const SHOWN_PROBLEMS: usize = 20;
@@ -36,6 +42,55 @@ struct Signed {
     problem: Option<String>,
     has_session_key: bool,
     out: DrySigned,
+}
+
+/// What the writer needs of a row once its line is encoded: enough to decide
+/// duplicates and, for the few rows that turn out not to be signed after
+/// all, to encode their line again.
+struct Verdict {
+    bill_no_valid: bool,
+    problem: Option<String>,
+    has_session_key: bool,
+    category: crate::category::Category,
+    /// v2: the cancellation id, given or derived.
+    cancel_bill_no: Option<String>,
+}
+
+/// One chunk of a batch, signed and encoded: its rows' lines back to back.
+struct Encoded {
+    lines: Vec<u8>,
+    /// Where each row's line ends in `lines`.
+    ends: Vec<usize>,
+    verdicts: Vec<Verdict>,
+}
+
+/// Signs and encodes one chunk of rows (a parallel task).
+fn encode_chunk(
+    cfg: &RunConfig,
+    header: &Header,
+    layout: Layout,
+    signers: (&Signer, &v2::PaySigner),
+    rows: &[RawRow],
+) -> std::io::Result<Encoded> {
+    let keys = &*cfg.input.session_keys;
+    let mut lines = Vec::with_capacity(rows.len() * 512);
+    let mut ends = Vec::with_capacity(rows.len());
+    let mut verdicts = Vec::with_capacity(rows.len());
+    let mut encoder = ResultsWriter::encoder(&mut lines, header, layout);
+    for raw in rows {
+        let s = sign_row(cfg, signers.0, signers.1, validate(header, raw, keys));
+        encoder.write_dry(raw, s.problem.is_none(), &s.out)?;
+        ends.push(encoder.encoded_len()?);
+        verdicts.push(Verdict {
+            bill_no_valid: s.bill_no_valid,
+            problem: s.problem,
+            has_session_key: s.has_session_key,
+            category: s.out.category,
+            cancel_bill_no: s.out.v2.map(|v| v.cancel_bill_no),
+        });
+    }
+    drop(encoder);
+    Ok(Encoded { lines, ends, verdicts })
 }
 
 /// Signs one validated row (taken by value: a derived cancellation id moves
@@ -84,9 +139,9 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, pay_signer: &v2::PaySigner, v: Val
 
 /// The duplicate key of a row: its bill_no, or (v2 with a cancel_bill_no
 /// column) its cancellation id, given or derived.
-fn duplicate_key<'a>(header: &'a Header, raw: &'a RawRow, s: &'a Signed) -> &'a str {
-    match (&s.out.v2, header.keyed_by_cancel_id()) {
-        (Some(v2), true) => &v2.cancel_bill_no,
+fn duplicate_key<'a>(header: &'a Header, raw: &'a RawRow, v: &'a Verdict) -> &'a str {
+    match (&v.cancel_bill_no, header.keyed_by_cancel_id()) {
+        (Some(id), true) => id,
         (None, true) => header.cell(raw, Field::CancelBillNo),
         (_, false) => header.cell(raw, Field::BillNo),
     }
@@ -99,16 +154,18 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     let read_bytes = Arc::new(AtomicU64::new(0));
     let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, Some(read_bytes.clone()))?;
     let header = rows.header().clone();
-    let mut writer = ResultsWriter::new(out, &header, Layout::new(cfg.input.rules.api, true), true)
-        .context("cannot write the output")?;
+    let layout = Layout::new(cfg.input.rules.api, true);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut head = Vec::new();
+    ResultsWriter::new(&mut head, &header, layout, true)?.flush()?;
+    out.write_all(&head).context("cannot write the output")?;
     let signer = Signer::new(cfg.app_key.expose(), cfg.request.sandbox);
     let pay_signer = v2::PaySigner::new(cfg.app_key.expose());
     let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
-    let keys = &*cfg.input.session_keys;
     reporter.start_progress(input.size(), true);
 
     let (to_sign, signing) = crossbeam_channel::bounded::<RowBatch>(DEPTH);
-    let (to_write, writing) = crossbeam_channel::bounded::<(RowBatch, Vec<Signed>)>(DEPTH);
+    let (to_write, writing) = crossbeam_channel::bounded::<(RowBatch, Vec<Encoded>)>(DEPTH);
     // Written batches go back to the reader to be refilled.
     let (recycle, recycled) = crossbeam_channel::bounded::<RowBatch>(3 * DEPTH);
 
@@ -127,60 +184,86 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
             let mut tally = Tally::default();
             let mut problems = Vec::new();
             let mut first_batch = true;
-            for (batch, signed) in writing {
+            let mut again = Vec::new();
+            for (batch, chunks) in writing {
                 if let (true, Some(last)) = (std::mem::take(&mut first_batch), batch.rows().last()) {
                     classifier.reserve_for(input.size(), last);
                 }
                 let rows = batch.rows();
+                let verdicts = chunks.iter().flat_map(|c| &c.verdicts);
                 let facts: Vec<(u64, u64, Facts<'_>)> = rows
                     .iter()
-                    .zip(&signed)
-                    .map(|(raw, s)| {
+                    .zip(verdicts)
+                    .map(|(raw, v)| {
                         let facts = Facts {
-                            bill_no: s.bill_no_valid.then(|| duplicate_key(header, raw, s)),
-                            problem: s.problem.as_deref(),
+                            bill_no: v.bill_no_valid.then(|| duplicate_key(header, raw, v)),
+                            problem: v.problem.as_deref(),
                             openid: header.cell(raw, Field::Openid),
-                            has_session_key: s.has_session_key,
+                            has_session_key: v.has_session_key,
                         };
                         (raw.row, raw.line, facts)
                     })
                     .collect();
-                let decisions = classifier.decide_batch(&facts);
+                let mut decisions = classifier.decide_batch(&facts).into_iter();
                 drop(facts);
-                for ((raw, s), decision) in rows.iter().zip(signed).zip(decisions) {
-                    let mut out = s.out;
-                    if let Some((category, message)) = decision {
-                        // The cancellation id stays: finance can still find it.
-                        let v2 =
-                            out.v2.map(|v| Box::new(DryV2 { cancel_bill_no: v.cancel_bill_no, ..DryV2::default() }));
-                        out = DrySigned { v2, ..DrySigned::unsigned(category) };
-                        if problems.len() < SHOWN_PROBLEMS {
-                            problems.push(message);
+                let mut raws = rows.iter();
+                for chunk in &chunks {
+                    // Runs of lines as encoded are copied whole; a row decided
+                    // otherwise (a duplicate, no session key) is encoded again.
+                    let mut copied = 0;
+                    let mut start = 0;
+                    for (&end, v) in chunk.ends.iter().zip(&chunk.verdicts) {
+                        let raw = raws.next().context("a signed row without its input row")?;
+                        let mut category = v.category;
+                        if let Some(Some((decided, message))) = decisions.next() {
+                            category = decided;
+                            if problems.len() < SHOWN_PROBLEMS {
+                                problems.push(message);
+                            }
+                            // The cancellation id stays: finance can still find it.
+                            let v2 = v
+                                .cancel_bill_no
+                                .clone()
+                                .map(|cancel_bill_no| Box::new(DryV2 { cancel_bill_no, ..DryV2::default() }));
+                            let line = DrySigned { v2, ..DrySigned::unsigned(decided) };
+                            again.clear();
+                            let mut encoder = ResultsWriter::encoder(&mut again, header, layout);
+                            encoder.write_dry(raw, v.problem.is_none(), &line)?;
+                            encoder.encoded_len()?;
+                            drop(encoder);
+                            out.write_all(&chunk.lines[copied..start]).context("cannot write the output")?;
+                            out.write_all(&again).context("cannot write the output")?;
+                            copied = end;
                         }
+                        tally.add(category);
+                        start = end;
                     }
-                    writer.write_dry(raw, s.problem.is_none(), &out).context("cannot write the output")?;
-                    tally.add(out.category);
+                    out.write_all(&chunk.lines[copied..]).context("cannot write the output")?;
                 }
                 reporter.progress(read_bytes.load(Ordering::Relaxed), input.size(), "");
                 let _ = recycle.try_send(batch);
             }
-            writer.flush().context("cannot write the output")?;
+            out.flush().context("cannot write the output")?;
             Ok((tally, problems))
         });
-        for batch in signing {
-            let signed: Vec<Signed> = batch
-                .rows()
-                .par_iter()
-                .map(|raw| sign_row(cfg, &signer, &pay_signer, validate(header, raw, keys)))
-                .collect();
-            if to_write.send((batch, signed)).is_err() {
-                break;
+        let signers = (&signer, &pay_signer);
+        let signed = (move || -> anyhow::Result<()> {
+            for batch in signing {
+                let encoded = batch
+                    .rows()
+                    .par_chunks(CHUNK)
+                    .map(|rows| encode_chunk(cfg, header, layout, signers, rows))
+                    .collect::<std::io::Result<Vec<Encoded>>>()
+                    .context("cannot encode the output")?;
+                if to_write.send((batch, encoded)).is_err() {
+                    break;
+                }
             }
-        }
-        drop(to_write);
+            Ok(())
+        })();
         let read = reader.join().expect("reader thread panicked");
         let written = writer_thread.join().expect("writer thread panicked");
         reporter.finish_progress();
-        read.and(written)
+        signed.and(read).and(written)
     })
 }

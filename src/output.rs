@@ -88,6 +88,10 @@ impl Layout {
 /// a cell that already begins with `'`s before a trigger gets one more, so
 /// [`unguard`] gives back exactly the original.
 pub fn guard(cell: &str) -> Cow<'_, str> {
+    // The usual cell, at once: one that begins with a letter or digit.
+    if cell.as_bytes().first().is_none_or(u8::is_ascii_alphanumeric) {
+        return Cow::Borrowed(cell);
+    }
     if cell.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) && !is_plain_number(cell) {
         Cow::Owned(format!("'{cell}"))
     } else {
@@ -191,6 +195,14 @@ impl<W: Write> ResultsWriter<W> {
         Ok(ResultsWriter { csv, header: header.clone(), layout })
     }
 
+    /// An encoder of lines into memory (no header row), for the parallel
+    /// stage of a dry run; [`ResultsWriter::encoded_len`] marks where each
+    /// line ends.
+    pub fn encoder(inner: W, header: &Header, layout: Layout) -> Self {
+        let csv = csv::WriterBuilder::new().buffer_capacity(1 << 12).from_writer(inner);
+        ResultsWriter { csv, header: header.clone(), layout }
+    }
+
     /// Writes the input's cells, each guarded: API columns of a valid row
     /// trimmed (the value that was signed), every other cell as it was.
     /// Missing cells of a short row are written empty.
@@ -257,6 +269,14 @@ impl<W: Write> ResultsWriter<W> {
 
     pub fn get_ref(&self) -> &W {
         self.csv.get_ref()
+    }
+}
+
+impl ResultsWriter<&mut Vec<u8>> {
+    /// How many bytes were encoded so far, every line written included.
+    pub fn encoded_len(&mut self) -> std::io::Result<usize> {
+        self.csv.flush()?;
+        Ok(self.csv.get_ref().len())
     }
 }
 

@@ -175,3 +175,38 @@ fn dry_run_of_only_valid_rows_exits_zero() {
     w.write("in.csv", "bill_no,openid,zone_id\nB1,oA,1\nB2,oB,1\n");
     w.dry_run("in.csv", "out.csv").assert().code(0);
 }
+
+/// Lines are encoded in parallel chunks and copied whole; a row decided
+/// otherwise afterwards (a duplicate, in any chunk or batch) is encoded again
+/// in place. Every line must still be its own row's, in input order.
+#[test]
+fn duplicates_across_chunks_and_batches_stay_in_place() {
+    let w = Workdir::new();
+    let mut csv = String::from("bill_no,openid,zone_id\n");
+    let n = 9000; // more than two batches of 4096, many chunks of 256
+    let duplicate_of = |i: usize| (i % 997 == 5 && i > 5).then(|| i / 2);
+    for i in 1..=n {
+        let bill = duplicate_of(i).unwrap_or(i);
+        csv.push_str(&format!("B{bill},oUSER{i},1\n"));
+    }
+    w.write("in.csv", csv);
+    w.dry_run("in.csv", "out.csv").assert().code(1);
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(r.rows.len(), n);
+    for (i, row) in (1..).zip(&r.rows) {
+        assert_eq!(row["row"], i.to_string(), "input order");
+        assert_eq!(row["openid"], format!("oUSER{i}"), "line of row {i} in its place");
+        match duplicate_of(i) {
+            Some(b) => {
+                assert_eq!(row["category"], "duplicate", "row {i}");
+                assert_eq!((row["sig"].as_str(), row["ts"].as_str()), ("", ""), "row {i} unsigned");
+                assert_eq!(row["bill_no"], format!("B{b}"));
+            }
+            None => {
+                assert_eq!(row["category"], "signed", "row {i}");
+                let want = expected_sig(&format!("B{i}"), &format!("oUSER{i}"), "1", None, None);
+                assert_eq!(row["sig"], want, "row {i}");
+            }
+        }
+    }
+}
