@@ -1,7 +1,6 @@
 //! `check`: validate an export row by row without signing or sending.
 
-use crate::config::InputConfig;
-use crate::input::{Classifier, Verdict};
+use crate::input::{Classifier, InputConfig, Verdict};
 use crate::tally::Tally;
 use std::io::Write;
 

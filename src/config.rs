@@ -4,10 +4,10 @@
 use crate::api::ApiKind;
 use crate::cli::{InputArgs, RunArgs};
 use crate::engine::SendSettings;
-use crate::input::{ColumnMapping, EncodingName, Input, MpSigMode, OrderRef, Rules, SessionKeys};
+use crate::input::{ColumnMapping, EncodingName, Input, InputConfig, MpSigMode, Rules, SessionKeys};
 use crate::limits;
+use crate::request::{Request, Signing};
 use crate::secret::{Redactor, Secret};
-use crate::sign::CancelParams;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -125,20 +125,6 @@ pub fn secret_from_env(env: EnvLookup<'_>, name: &str) -> anyhow::Result<Option<
     }
 }
 
-/// How the input is read: shared by `run` and `check`.
-#[derive(Clone)]
-pub struct InputConfig {
-    pub path: PathBuf,
-    /// The input, opened and scanned (encoding, size and, when asked for,
-    /// its SHA-256): a bad file is refused here, before anything else.
-    pub opened: Arc<Input>,
-    pub columns: Vec<ColumnMapping>,
-    pub session_keys: Arc<SessionKeys>,
-    pub mp_sig: MpSigMode,
-    /// The API and what v2's derived cancellation ids are made of.
-    pub rules: Rules,
-}
-
 impl InputConfig {
     /// `snapshot`: read a private, hashed copy of the input (a live run; see [`Input::open`]).
     /// `offer_id`: the run's (for v2's derived cancellation ids; `check` takes
@@ -186,33 +172,6 @@ impl InputConfig {
     }
 }
 
-/// Constants every request carries.
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub appid: String,
-    pub offer_id: String,
-    pub pf: String,
-    pub sandbox: bool,
-}
-
-impl Request {
-    /// The signed fields of one request for `order`, sent at `ts`; rows
-    /// without a pf take the configured one.
-    pub fn params<'a>(&'a self, order: &OrderRef<'a>, ts: u64) -> CancelParams<'a> {
-        CancelParams {
-            openid: order.openid,
-            appid: &self.appid,
-            offer_id: &self.offer_id,
-            ts,
-            zone_id: order.zone_id,
-            pf: order.pf.unwrap_or(&self.pf),
-            bill_no: order.bill_no,
-            user_ip: order.user_ip,
-            pay_item: order.pay_item,
-        }
-    }
-}
-
 /// The app key and secret used by `run --simulate` (rehearsals never use real secrets).
 pub const REHEARSAL_APP_KEY: &str = "REHEARSAL-app-key-not-a-secret";
 pub const REHEARSAL_APP_SECRET: &str = "REHEARSAL-app-secret-not-a-secret";
@@ -255,6 +214,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// What signs this run's requests.
+    pub fn signing(&self) -> Signing {
+        Signing::new(&self.request, &self.input.rules, self.input.mp_sig, &self.app_key)
+    }
+
     /// `production`, `sandbox` or `rehearsal`: where requests go.
     pub fn environment(&self) -> &'static str {
         match (self.mode, self.request.sandbox) {

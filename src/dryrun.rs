@@ -11,13 +11,12 @@
 //! the bottleneck (a v2 line is twice a v1 line, its JSON body's quotes
 //! doubled by CSV).
 
-use crate::api::{v2, ApiKind};
 use crate::category::Category;
 use crate::config::RunConfig;
 use crate::input::{validate, Classifier, Facts, Field, Header, RawRow, RowBatch, Validated};
 use crate::output::{DrySigned, DryV2, Layout, ResultsWriter};
 use crate::reporter::Reporter;
-use crate::sign::Signer;
+use crate::request::Signing;
 use crate::tally::Tally;
 use anyhow::Context as _;
 use rayon::prelude::*;
@@ -69,7 +68,7 @@ fn encode_chunk(
     cfg: &RunConfig,
     header: &Header,
     layout: Layout,
-    signers: (&Signer, &v2::PaySigner),
+    signing: &Signing,
     rows: &[RawRow],
 ) -> std::io::Result<Encoded> {
     let keys = &*cfg.input.session_keys;
@@ -78,7 +77,7 @@ fn encode_chunk(
     let mut verdicts = Vec::with_capacity(rows.len());
     let mut encoder = ResultsWriter::encoder(&mut lines, header, layout);
     for raw in rows {
-        let s = sign_row(cfg, signers.0, signers.1, validate(header, raw, keys));
+        let s = sign_row(cfg, signing, validate(header, raw, keys));
         encoder.write_dry(raw, s.problem.is_none(), &s.out)?;
         ends.push(encoder.encoded_len()?);
         verdicts.push(Verdict {
@@ -95,7 +94,7 @@ fn encode_chunk(
 
 /// Signs one validated row (taken by value: a derived cancellation id moves
 /// into the output instead of being copied).
-fn sign_row(cfg: &RunConfig, signer: &Signer, pay_signer: &v2::PaySigner, v: Validated<'_>) -> Signed {
+fn sign_row(cfg: &RunConfig, signing: &Signing, v: Validated<'_>) -> Signed {
     match v {
         Validated::Invalid { bill_no, message } => Signed {
             bill_no_valid: bill_no.is_some(),
@@ -103,36 +102,11 @@ fn sign_row(cfg: &RunConfig, signer: &Signer, pay_signer: &v2::PaySigner, v: Val
             has_session_key: false,
             out: DrySigned::unsigned(Category::InvalidInput),
         },
-        Validated::Valid(o) if cfg.input.rules.api == ApiKind::V2 => {
-            let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
-            let mut v2 = DryV2::default();
-            // Without a session key the row is not sent (missing_session_key).
-            if let Some(key) = o.session_key {
-                v2.body = o.v2(&cfg.input.rules, u8::from(cfg.request.sandbox), ts).body();
-                v2.pay_sig = Some(pay_signer.sign(&v2.body));
-                v2.signature = Some(v2::signature(key, &v2.body));
-            }
-            let has_session_key = o.session_key.is_some();
-            v2.cancel_bill_no = o.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
-            let out = DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) };
-            Signed { bill_no_valid: true, problem: None, has_session_key, out }
-        }
         Validated::Valid(o) => {
             let ts = cfg.dry_run_ts.unwrap_or_else(crate::clock::unix_now);
-            let params = cfg.request.params(&o, ts);
-            let s = signer.sign(&params, cfg.input.mp_sig.inputs(cfg.access_token.as_ref(), o.session_key));
-            Signed {
-                bill_no_valid: true,
-                problem: None,
-                has_session_key: o.session_key.is_some(),
-                out: DrySigned {
-                    category: Category::Signed,
-                    ts: Some(ts),
-                    sig: Some(s.sig),
-                    mp_sig: s.mp_sig,
-                    v2: None,
-                },
-            }
+            let has_session_key = o.session_key.is_some();
+            let out = signing.dry(o, cfg.access_token.as_ref(), ts);
+            Signed { bill_no_valid: true, problem: None, has_session_key, out }
         }
     }
 }
@@ -159,12 +133,11 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     let mut head = Vec::new();
     ResultsWriter::new(&mut head, &header, layout, true)?.flush()?;
     out.write_all(&head).context("cannot write the output")?;
-    let signer = Signer::new(cfg.app_key.expose(), cfg.request.sandbox);
-    let pay_signer = v2::PaySigner::new(cfg.app_key.expose());
+    let signing = cfg.signing();
     let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
     reporter.start_progress(input.size(), true);
 
-    let (to_sign, signing) = crossbeam_channel::bounded::<RowBatch>(DEPTH);
+    let (to_sign, unsigned) = crossbeam_channel::bounded::<RowBatch>(DEPTH);
     let (to_write, writing) = crossbeam_channel::bounded::<(RowBatch, Vec<Encoded>)>(DEPTH);
     // Written batches go back to the reader to be refilled.
     let (recycle, recycled) = crossbeam_channel::bounded::<RowBatch>(3 * DEPTH);
@@ -246,13 +219,12 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
             out.flush().context("cannot write the output")?;
             Ok((tally, problems))
         });
-        let signers = (&signer, &pay_signer);
         let signed = (move || -> anyhow::Result<()> {
-            for batch in signing {
+            for batch in unsigned {
                 let encoded = batch
                     .rows()
                     .par_chunks(CHUNK)
-                    .map(|rows| encode_chunk(cfg, header, layout, signers, rows))
+                    .map(|rows| encode_chunk(cfg, header, layout, &signing, rows))
                     .collect::<std::io::Result<Vec<Encoded>>>()
                     .context("cannot encode the output")?;
                 if to_write.send((batch, encoded)).is_err() {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -906,6 +906,21 @@ impl OrderRef<'_> {
             amount: self.amount.unwrap_or(0),
         }
     }
+}
+
+/// How the input is read, resolved from flags, config file and files
+/// (`config` builds it): shared by `run`, `check` and the dry run.
+#[derive(Clone)]
+pub struct InputConfig {
+    pub path: PathBuf,
+    /// The input, opened and scanned (encoding, size and, when asked for,
+    /// its SHA-256): a bad file is refused here, before anything else.
+    pub opened: Arc<Input>,
+    pub columns: Vec<ColumnMapping>,
+    pub session_keys: Arc<SessionKeys>,
+    pub mp_sig: MpSigMode,
+    /// The API and what v2's derived cancellation ids are made of.
+    pub rules: Rules,
 }
 
 /// Cells that spreadsheets run as formulas when a cell begins with them.

@@ -20,6 +20,7 @@ pub mod manual;
 pub mod output;
 pub mod report;
 pub mod reporter;
+pub mod request;
 pub mod resume;
 pub mod secret;
 pub mod sign;
@@ -100,7 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 Some(p) => config::FileConfig::load(p)?,
                 None => Default::default(),
             };
-            let cfg = config::InputConfig::resolve(&args.input, &args.input_args, &file, None, false)?;
+            let cfg = input::InputConfig::resolve(&args.input, &args.input_args, &file, None, false)?;
             let (tally, ready) = check::run(&cfg, &mut std::io::stdout().lock())?;
             if tally.total() + ready == 0 {
                 say!("{}", no_data_rows(&cfg.path));
@@ -380,19 +381,22 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-    let report = match engine::run(cfg, transport, &tokens, &control, input, total, target, reporter, log.as_deref()) {
-        Ok(r) => r,
-        // Requests may have been sent: not exit 2 ("nothing was sent") but 3.
-        Err(e) => {
-            reporter.notice(&format!(
-                "Error: the run stopped: {}. Rows finished so far are in {}; continue with:\n  {}",
-                cfg.redactor.redact(&format!("{e:#}")),
-                cfg.output.display(),
-                resume_command()
-            ));
-            return Ok(Exit::Stopped);
-        }
-    };
+    let signing = cfg.signing();
+    let settings = engine::Settings { send: &cfg.send, input: &cfg.input, signing: &signing, redactor: &cfg.redactor };
+    let report =
+        match engine::run(&settings, transport, &tokens, &control, input, total, target, reporter, log.as_deref()) {
+            Ok(r) => r,
+            // Requests may have been sent: not exit 2 ("nothing was sent") but 3.
+            Err(e) => {
+                reporter.notice(&format!(
+                    "Error: the run stopped: {}. Rows finished so far are in {}; continue with:\n  {}",
+                    cfg.redactor.redact(&format!("{e:#}")),
+                    cfg.output.display(),
+                    resume_command()
+                ));
+                return Ok(Exit::Stopped);
+            }
+        };
     // The summary is read back from the results file, so it says exactly
     // what `midas-cancel report` will say.
     match report::summarize(&cfg.output, cfg.sum.as_deref()) {

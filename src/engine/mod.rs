@@ -14,16 +14,15 @@
 pub mod pace;
 pub mod queue;
 
-use crate::api::{cancel_body, v2, Action, ApiKind, Transport};
+use crate::api::{Action, Transport};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
 use crate::clock::{unix_now, unix_now_f64};
-use crate::config::RunConfig;
-use crate::input::{Classifier, Input, Order, OrderRef, RawRow, Verdict};
+use crate::input::{Classifier, Input, InputConfig, Order, RawRow, Verdict};
 use crate::output::{Outcome, ResultsWriter};
 use crate::reporter::Reporter;
-use crate::secret::Secret;
-use crate::sign::Signer;
+use crate::request::Signing;
+use crate::secret::Redactor;
 use crate::tally::Tally;
 use crate::token::{TokenFailure, Tokens};
 use anyhow::Context as _;
@@ -45,6 +44,14 @@ pub struct SendSettings {
     /// First retry delay; doubles per attempt, with jitter. An order still
     /// processing (90016) waits [`PROCESSING_FACTOR`] times as long.
     pub backoff: Duration,
+}
+
+/// What a live run is given, beyond its input file and its results file.
+pub struct Settings<'a> {
+    pub send: &'a SendSettings,
+    pub input: &'a InputConfig,
+    pub signing: &'a Signing,
+    pub redactor: &'a Redactor,
 }
 
 /// Consecutive breaker answers (90011, 90017) that stop the run.
@@ -174,16 +181,6 @@ impl Control {
     }
 }
 
-/// One request, signed and ready to send.
-struct SignedRequest {
-    uri: &'static str,
-    /// After `access_token=TOKEN` in the query string (v2's signatures).
-    query_tail: String,
-    body: Vec<u8>,
-    /// v1 sent without mp_sig (no session key): a 90009/90010 says so.
-    without_session_key: bool,
-}
-
 /// Live counters for progress and the summary.
 #[derive(Default)]
 pub struct Stats {
@@ -240,13 +237,11 @@ fn signal(category: Category, action: Action) -> Signal {
 
 /// Everything a worker needs, shared.
 struct Worker<'a> {
-    cfg: &'a RunConfig,
     send: &'a SendSettings,
+    signing: &'a Signing,
+    redactor: &'a Redactor,
     transport: &'a dyn Transport,
     tokens: &'a Tokens,
-    signer: Signer,
-    /// v2: the AppKey's HMAC, keyed once for the run.
-    pay_signer: v2::PaySigner,
     pacer: &'a Pacer,
     control: &'a Control,
     stats: &'a Stats,
@@ -275,16 +270,16 @@ impl Worker<'_> {
         let ts = unix_now();
         let (sent_at, sent_unix, pace_now) = (Instant::now(), unix_now_f64(), self.pacer.current_rate());
         let order = job.order.as_ref();
-        let request = self.sign(&order, &token, ts);
+        let request = self.signing.live(&order, &token, ts);
         let reply = self.transport.cancel(request.uri, token.expose(), &request.query_tail, &request.body);
         job.attempts += 1;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let api = self.cfg.input.rules.api;
+        let api = self.signing.api();
         let (category, action) = reply.classify(api);
         if let Some(cut) = self.pacer.observe(epoch, signal(category, action)) {
             self.log_pace(&cut);
         }
-        let mut errmsg = self.cfg.redactor.redact(&reply.message());
+        let mut errmsg = self.redactor.redact(&reply.message());
         if request.without_session_key && matches!(category, Category::SessionExpired | Category::MpSigError) {
             errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
         }
@@ -306,7 +301,7 @@ impl Worker<'_> {
         // The canary is released only once the answer has been counted,
         // so a queued worker cannot slip a request past a tripping breaker.
         if action == Action::Breaker {
-            let why = api.breaker_message(category, reply.errcode(), BREAKER_THRESHOLD, self.cfg.request.sandbox);
+            let why = api.breaker_message(category, reply.errcode(), BREAKER_THRESHOLD, self.signing.sandbox());
             self.control.answer_fatal(why);
             drop(canary);
             return Step::Done(outcome);
@@ -335,36 +330,6 @@ impl Worker<'_> {
                 Step::Park(due)
             }
             _ => Step::Done(outcome),
-        }
-    }
-
-    /// Builds and signs the request for `order` at `ts`, with `token`.
-    fn sign(&self, order: &OrderRef<'_>, token: &Secret, ts: u64) -> SignedRequest {
-        match self.cfg.input.rules.api {
-            ApiKind::V1 => {
-                let params = self.cfg.request.params(order, ts);
-                let with_mp = self.cfg.input.mp_sig.inputs(Some(token), order.session_key);
-                let sigs = self.signer.sign(&params, with_mp);
-                SignedRequest {
-                    uri: self.signer.uri(),
-                    query_tail: String::new(),
-                    body: cancel_body(&params, &sigs),
-                    without_session_key: with_mp.is_none(),
-                }
-            }
-            ApiKind::V2 => {
-                let env = u8::from(self.cfg.request.sandbox);
-                let body = order.v2(&self.cfg.input.rules, env, ts).body();
-                let pay_sig = self.pay_signer.sign(&body);
-                // A v2 row without a session key is never sent (missing_session_key).
-                let signature = v2::signature(order.session_key.unwrap_or_default(), &body);
-                SignedRequest {
-                    uri: v2::URI,
-                    query_tail: v2::query_tail(&pay_sig, &signature),
-                    body: body.into_bytes(),
-                    without_session_key: false,
-                }
-            }
         }
     }
 
@@ -531,7 +496,7 @@ pub struct Target {
 /// Runs a live run over `input` (`total` rows) into `target`.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    cfg: &RunConfig,
+    settings: &Settings<'_>,
     transport: Arc<dyn Transport>,
     tokens: &Tokens,
     control: &Control,
@@ -541,9 +506,9 @@ pub fn run(
     reporter: &Reporter,
     log: Option<&AttemptLog>,
 ) -> anyhow::Result<LiveReport> {
-    let send = &cfg.send;
+    let (send, cfg_input) = (settings.send, settings.input);
     let started = Instant::now();
-    let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, None)?;
+    let mut rows = input.rows(&cfg_input.columns, &cfg_input.rules, None)?;
     let header = rows.header().clone();
     // The header is on disk before the first request leaves.
     target.writer.flush()?;
@@ -552,7 +517,7 @@ pub fn run(
     let stats = Stats::default();
     let tally = Mutex::new(target.prior.clone());
     let done = std::mem::take(&mut target.done);
-    let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
+    let mut classifier = Classifier::for_run(cfg_input.mp_sig, &header);
     reporter.start_progress(total, false);
 
     let (to_workers, jobs) = crossbeam_channel::bounded::<Job>(send.concurrency);
@@ -563,12 +528,11 @@ pub fn run(
         pending: AtomicU64::new(0),
         parked_cap: (PARKED_PER_WORKER * send.concurrency).max(PARKED_FLOOR),
         worker: Worker {
-            cfg,
             send,
+            signing: settings.signing,
+            redactor: settings.redactor,
             transport: transport.as_ref(),
             tokens,
-            signer: Signer::new(cfg.app_key.expose(), cfg.request.sandbox),
-            pay_signer: v2::PaySigner::new(cfg.app_key.expose()),
             pacer: &pacer,
             control,
             stats: &stats,
@@ -611,7 +575,7 @@ pub fn run(
                 let raw = raw?;
                 // Classified even when already final, so duplicates are judged
                 // exactly as the first time; a final row is not written again.
-                let verdict = classifier.classify(&header, &raw, &cfg.input.session_keys);
+                let verdict = classifier.classify(&header, &raw, &cfg_input.session_keys);
                 if done.get(raw.row as usize - 1).copied().unwrap_or(false) {
                     continue;
                 }

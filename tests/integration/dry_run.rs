@@ -184,7 +184,7 @@ fn duplicates_across_chunks_and_batches_stay_in_place() {
     let w = Workdir::new();
     let mut csv = String::from("bill_no,openid,zone_id\n");
     let n = 9000; // more than two batches of 4096, many chunks of 256
-    let duplicate_of = |i: usize| (i % 997 == 5 && i > 5).then(|| i / 2);
+    let duplicate_of = |i: usize| (i % 997 == 5 && i > 5).then_some(i / 2);
     for i in 1..=n {
         let bill = duplicate_of(i).unwrap_or(i);
         csv.push_str(&format!("B{bill},oUSER{i},1\n"));

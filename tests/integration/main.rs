@@ -6,6 +6,7 @@ mod harness;
 mod dry_run;
 mod input_files;
 mod integrity;
+mod layout;
 mod live;
 mod newcomer;
 mod operator;

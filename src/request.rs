@@ -1,0 +1,136 @@
+//! Validated orders → signed requests: the one place that turns an order
+//! into what a live run sends or a dry run writes, for either API. The
+//! engine and the dry run ask; neither knows how an API builds or signs.
+
+use crate::api::{cancel_body, v2, ApiKind};
+use crate::category::Category;
+use crate::input::{MpSigMode, OrderRef, Rules};
+use crate::output::{DrySigned, DryV2};
+use crate::secret::Secret;
+use crate::sign::{CancelParams, Signer};
+
+/// Constants every request carries.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub appid: String,
+    pub offer_id: String,
+    pub pf: String,
+    pub sandbox: bool,
+}
+
+impl Request {
+    /// The signed fields of one v1 request for `order`, sent at `ts`; rows
+    /// without a pf take the configured one.
+    pub fn params<'a>(&'a self, order: &OrderRef<'a>, ts: u64) -> CancelParams<'a> {
+        CancelParams {
+            openid: order.openid,
+            appid: &self.appid,
+            offer_id: &self.offer_id,
+            ts,
+            zone_id: order.zone_id,
+            pf: order.pf.unwrap_or(&self.pf),
+            bill_no: order.bill_no,
+            user_ip: order.user_ip,
+            pay_item: order.pay_item,
+        }
+    }
+}
+
+/// One request, signed and ready to send.
+pub struct SignedRequest {
+    pub uri: &'static str,
+    /// After `access_token=TOKEN` in the query string (v2's signatures).
+    pub query_tail: String,
+    pub body: Vec<u8>,
+    /// v1 sent without mp_sig (no session key): a 90009/90010 says so.
+    pub without_session_key: bool,
+}
+
+/// Signs a run's requests: its constants, its API's rules, and the AppKey's
+/// HMAC keyed once for the run.
+pub struct Signing {
+    request: Request,
+    rules: Rules,
+    mp_sig: MpSigMode,
+    signer: Signer,
+    pay_signer: v2::PaySigner,
+}
+
+impl Signing {
+    pub fn new(request: &Request, rules: &Rules, mp_sig: MpSigMode, app_key: &Secret) -> Signing {
+        Signing {
+            request: request.clone(),
+            rules: rules.clone(),
+            mp_sig,
+            signer: Signer::new(app_key.expose(), request.sandbox),
+            pay_signer: v2::PaySigner::new(app_key.expose()),
+        }
+    }
+
+    pub fn api(&self) -> ApiKind {
+        self.rules.api
+    }
+
+    pub fn sandbox(&self) -> bool {
+        self.request.sandbox
+    }
+
+    /// v2's `env`: 1 in the sandbox.
+    fn env(&self) -> u8 {
+        u8::from(self.request.sandbox)
+    }
+
+    /// The request for `order` at `ts`, signed with `token`.
+    pub fn live(&self, order: &OrderRef<'_>, token: &Secret, ts: u64) -> SignedRequest {
+        match self.rules.api {
+            ApiKind::V1 => {
+                let params = self.request.params(order, ts);
+                let with_mp = self.mp_sig.inputs(Some(token), order.session_key);
+                let sigs = self.signer.sign(&params, with_mp);
+                SignedRequest {
+                    uri: self.signer.uri(),
+                    query_tail: String::new(),
+                    body: cancel_body(&params, &sigs),
+                    without_session_key: with_mp.is_none(),
+                }
+            }
+            ApiKind::V2 => {
+                let body = order.v2(&self.rules, self.env(), ts).body();
+                let pay_sig = self.pay_signer.sign(&body);
+                // A v2 row without a session key is never sent (missing_session_key).
+                let signature = v2::signature(order.session_key.unwrap_or_default(), &body);
+                SignedRequest {
+                    uri: v2::URI,
+                    query_tail: v2::query_tail(&pay_sig, &signature),
+                    body: body.into_bytes(),
+                    without_session_key: false,
+                }
+            }
+        }
+    }
+
+    /// What a dry run writes for `order` at `ts`: the same signatures a live
+    /// run would send (taken by value: a derived cancellation id moves into
+    /// the output instead of being copied). `access_token` is only for v1's
+    /// `mp_sig`.
+    pub fn dry(&self, order: OrderRef<'_>, access_token: Option<&Secret>, ts: u64) -> DrySigned {
+        match self.rules.api {
+            ApiKind::V1 => {
+                let params = self.request.params(&order, ts);
+                let s = self.signer.sign(&params, self.mp_sig.inputs(access_token, order.session_key));
+                DrySigned { category: Category::Signed, ts: Some(ts), sig: Some(s.sig), mp_sig: s.mp_sig, v2: None }
+            }
+            ApiKind::V2 => {
+                let mut v2 = DryV2::default();
+                // Without a session key the row is not sent (missing_session_key).
+                if let Some(key) = order.session_key {
+                    v2.body = order.v2(&self.rules, self.env(), ts).body();
+                    v2.pay_sig = Some(self.pay_signer.sign(&v2.body));
+                    v2.signature = Some(v2::signature(key, &v2.body));
+                }
+                v2.cancel_bill_no = order.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
+                DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) }
+            }
+        }
+    }
+}
