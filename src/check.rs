@@ -26,12 +26,12 @@ pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<(Tally, u64
     let problems: Vec<String> = tally.nonzero().map(|(c, n)| format!("{n} {c}")).collect();
     writeln!(
         out,
-        "{}: {} rows, {ready} ready to send{}{} (encoding {})",
+        "{}: {} rows, {ready} ready to send{}{} ({})",
         input.display(),
         ready + tally.total(),
         if problems.is_empty() { "" } else { ", " },
         problems.join(", "),
-        input.encoding_name()
+        input.kind()
     )?;
     Ok((tally, ready))
 }

@@ -101,9 +101,20 @@ pub struct ReportArgs {
     #[arg(long, value_enum, value_name = "CATEGORY", value_delimiter = ',')]
     pub only: Vec<crate::category::Category>,
 
-    /// With --only: write to FILE instead of standard output.
+    /// With --only: write to FILE instead of standard output; a name ending in .xlsx gets a
+    /// workbook (every cell text) that `run` takes back.
     #[arg(short, long, value_name = "FILE", requires = "only")]
     pub output: Option<PathBuf>,
+
+    /// With --only: write CSV with a UTF-8 byte-order mark, so that a double-click opens it in
+    /// Excel with Chinese text intact (`run` reads it back all the same).
+    #[arg(long, requires = "only")]
+    pub excel_csv: bool,
+
+    /// Write the report as a workbook for finance: a Summary sheet (categories, rows, sums, next
+    /// steps, what the run was) and a Results sheet (every line, in input order, as text).
+    #[arg(long, value_name = "FILE.xlsx", conflicts_with_all = ["only", "json"])]
+    pub xlsx: Option<PathBuf>,
 
     /// Total this numeric input column per category (e.g. amount_fen), to reconcile money.
     #[arg(long, value_name = "COLUMN")]
@@ -223,6 +234,10 @@ pub struct InputArgs {
     /// Character encoding of the input (default: detected; UTF-8 with or without BOM, else GBK/GB18030).
     #[arg(long, value_enum, help_heading = "Input")]
     pub encoding: Option<EncodingName>,
+
+    /// The sheet to read when the input is a workbook (.xlsx, .xls, .xlsb, .ods) [default: the first].
+    #[arg(long, value_name = "NAME", help_heading = "Input")]
+    pub sheet: Option<String>,
 
     /// CSV of `openid,session_key` (instead of a session_key column).
     #[arg(long, value_name = "FILE", help_heading = "Input")]

@@ -153,7 +153,7 @@ impl InputConfig {
                 (None, Some(p)) => SessionKeys::load(p).map(Arc::new).with_context(|| file.key("session_keys")),
                 (None, None) => Ok(Arc::default()),
             });
-            let opened = Input::open(path, encoding, snapshot);
+            let opened = Input::open(path, encoding, args.sheet.as_deref(), snapshot);
             (opened, keys.join().expect("session-key loader panicked"))
         });
         let (opened, session_keys) = (Arc::new(opened?), session_keys?);

@@ -135,7 +135,8 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     out.write_all(&head).context("cannot write the output")?;
     let signing = cfg.signing();
     let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
-    reporter.start_progress(input.size(), true);
+    // A workbook's size is its rows.
+    reporter.start_progress(input.size(), input.sheet_name().is_none());
 
     let (to_sign, unsigned) = crossbeam_channel::bounded::<RowBatch>(DEPTH);
     let (to_write, writing) = crossbeam_channel::bounded::<(RowBatch, Vec<Encoded>)>(DEPTH);

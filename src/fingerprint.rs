@@ -26,6 +26,10 @@ pub struct Fingerprint {
     /// v2's `--cancel-tag`: another tag derives other cancellation ids.
     #[serde(default)]
     pub cancel_tag: String,
+    /// The sheet read, when the input is a workbook: another sheet of the
+    /// same workbook is other rows.
+    #[serde(default)]
+    pub sheet: String,
 }
 
 /// `OUTPUT.run.json`, beside the results file.

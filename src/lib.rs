@@ -154,13 +154,29 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
 
 fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
     use std::io::Write as _;
+    let is_xlsx = |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
     if !args.only.is_empty() {
         let n = match &args.output {
-            Some(p) => report::write_only(&args.results, &args.only, create_output(p, EXISTS_OTHER)?)?,
-            None => report::write_only(&args.results, &args.only, std::io::stdout().lock())?,
+            Some(p) if is_xlsx(p) && args.excel_csv => {
+                anyhow::bail!("--excel-csv writes CSV, and {} names a workbook: drop one of them", p.display())
+            }
+            Some(p) if is_xlsx(p) => {
+                report::xlsx::write_only(&args.results, &args.only, create_output(p, EXISTS_OTHER)?)?
+            }
+            Some(p) => report::write_only(&args.results, &args.only, args.excel_csv, create_output(p, EXISTS_OTHER)?)?,
+            None => report::write_only(&args.results, &args.only, args.excel_csv, std::io::stdout().lock())?,
         };
         say!("{n} row(s) written");
         return Ok(Exit::Done);
+    }
+    if let Some(p) = &args.xlsx {
+        if !is_xlsx(p) {
+            anyhow::bail!("--xlsx {}: the name must end in .xlsx (Excel goes by it)", p.display());
+        }
+        let summary = report::summarize(&args.results, args.sum.as_deref())?;
+        let n = report::xlsx::write_report(&args.results, args.sum.as_deref(), create_output(p, EXISTS_OTHER)?)?;
+        say!("{n} row(s) written to {} (sheets Summary and Results)", p.display());
+        return Ok(summary.verdict());
     }
     let summary = report::summarize(&args.results, args.sum.as_deref())?;
     let mut out = std::io::stdout().lock();
@@ -302,6 +318,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         api: api.name().into(),
         cancel_tag: cfg.input.rules.cancel_tag.clone(),
         columns: cfg.input.columns.iter().map(ToString::to_string).collect(),
+        sheet: input.sheet_name().unwrap_or_default().to_string(),
     };
     // Held until this function returns: no other run may create, read for
     // resuming, or append to this results file meanwhile.

@@ -81,6 +81,9 @@ pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyho
     if before.input_sha256 != now.input_sha256 {
         diffs.push(format!("the input file changed ({} rows then, {} now)", before.rows, now.rows));
     }
+    if before.sheet != now.sheet {
+        diffs.push(format!("the workbook's sheet was `{}`, now `{}` (--sheet)", before.sheet, now.sheet));
+    }
     let (cols_before, cols_now) = (before.columns.join(" "), now.columns.join(" "));
     for (what, a, b) in [
         ("appid", &before.appid, &now.appid),

@@ -15,3 +15,4 @@ mod resume;
 mod v2;
 mod vectors;
 mod vectors_v2;
+mod workbooks;

@@ -84,8 +84,8 @@ fn os_errors_are_said_once() {
 fn workbooks_and_other_files_are_named_for_what_they_are() {
     let w = Workdir::new();
     let cases: [(&str, &[u8], &str); 4] = [
-        ("orders.xlsx", b"PK\x03\x04\x14\x00\x06\x00", "ZIP archive (an Excel .xlsx"),
-        ("orders.xls", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", "old Excel .xls"),
+        ("orders.xlsx", b"PK\x03\x04\x14\x00\x06\x00", "looks like a workbook (a ZIP archive or an Office file)"),
+        ("orders.xls", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", "save it again as .xlsx"),
         ("orders.pdf", b"%PDF-1.7\n", "PDF document"),
         ("orders.txt", b"b\0i\0l\0l\0_\0n\0o\0", "UTF-16"),
     ];

@@ -1,10 +1,13 @@
-//! Reading an order export: encoding detection, CSV parsing, column mapping,
-//! row validation and duplicate detection (SPEC §2 Input).
+//! Reading an order export: encoding detection, CSV parsing, workbooks
+//! ([`workbook`]), column mapping, row validation and duplicate detection
+//! (SPEC §2 Input).
 //!
-//! The file is streamed record by record and never held in memory. Before the
-//! first record is handed out, [`Input::open`] scans the raw bytes once to
+//! A CSV file is streamed record by record and never held in memory. Before
+//! the first record is handed out, [`Input::open`] scans the raw bytes once to
 //! settle the encoding, so undecodable bytes stop the run before anything is
-//! produced or sent.
+//! produced or sent. A workbook's sheet is parsed whole when it is opened.
+
+pub mod workbook;
 
 use crate::api::{self, v2, ApiKind};
 use crate::category::Category;
@@ -175,6 +178,10 @@ pub enum InputError {
     UnusedMapping { path: String, mapping: String, api: &'static str },
     #[error("{path} line {line}: {message}")]
     Csv { path: String, line: u64, message: String },
+    #[error("{path}: {message}")]
+    Workbook { path: String, message: String },
+    #[error("--sheet {sheet}: {path} is a CSV file, not a workbook; leave --sheet out")]
+    SheetOfCsv { path: String, sheet: String },
 }
 
 /// An order export opened for (possibly several) streaming passes.
@@ -185,6 +192,8 @@ pub struct Input {
     bom_len: u64,
     size: u64,
     sha256: Option<String>,
+    /// The sheet read, when the input is a workbook.
+    sheet: Option<Arc<workbook::Sheet>>,
 }
 
 impl fmt::Debug for Input {
@@ -203,7 +212,14 @@ impl Input {
     /// can be read more than once). The copy is an unlinked temp file: it
     /// may hold session keys, and it vanishes with the process, kill -9
     /// included.
-    pub fn open(path: &Path, encoding: Option<EncodingName>, snapshot: bool) -> Result<Input, InputError> {
+    /// A workbook (recognised by its content) is read whole; `sheet` names
+    /// the sheet to read (default: the first).
+    pub fn open(
+        path: &Path,
+        encoding: Option<EncodingName>,
+        sheet: Option<&str>,
+        snapshot: bool,
+    ) -> Result<Input, InputError> {
         let is_stdin = path.as_os_str() == "-";
         let display = if is_stdin { "standard input".to_string() } else { path.display().to_string() };
         let io_err = |error| InputError::Io { path: display.clone(), error };
@@ -218,7 +234,13 @@ impl Input {
             (false, true) => private_copy(File::open(path).map_err(io_err)?, true).map_err(copy_err)?,
             (false, false) => (File::open(path).map_err(io_err)?, None),
         };
-        let mut input = Input { display, file, encoding: encoding_rs::UTF_8, bom_len: 0, size: 0, sha256 };
+        let mut input = Input { display, file, encoding: encoding_rs::UTF_8, bom_len: 0, size: 0, sha256, sheet: None };
+        if input.read_workbook(sheet)? {
+            return Ok(input);
+        }
+        if let Some(sheet) = sheet {
+            return Err(InputError::SheetOfCsv { path: input.display.clone(), sheet: sheet.to_string() });
+        }
         input.scan(encoding)?;
         Ok(input)
     }
@@ -228,14 +250,43 @@ impl Input {
         &self.display
     }
 
-    /// Size in bytes of the raw file (progress is measured against it).
+    /// Size in bytes of the raw file, or rows of a workbook's sheet
+    /// (progress is measured against it).
     pub fn size(&self) -> u64 {
         self.size
     }
 
-    /// The encoding in use.
-    pub fn encoding_name(&self) -> &'static str {
-        self.encoding.name()
+    /// What was read: the encoding of a CSV file, or the workbook's format
+    /// and sheet.
+    pub fn kind(&self) -> String {
+        match &self.sheet {
+            Some(s) => format!("{}, sheet `{}`", s.format, s.name),
+            None => format!("encoding {}", self.encoding.name()),
+        }
+    }
+
+    /// The sheet read, when the input is a workbook.
+    pub fn sheet_name(&self) -> Option<&str> {
+        self.sheet.as_deref().map(|s| s.name.as_str())
+    }
+
+    /// Reads the input as a workbook when its first bytes say it is one;
+    /// returns whether it was.
+    fn read_workbook(&mut self, sheet: Option<&str>) -> Result<bool, InputError> {
+        let mut head = [0u8; 8];
+        let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
+        let n = read_up_to(&mut f, &mut head).map_err(|e| self.io_err(e))?;
+        if !workbook_magic(&head[..n]) {
+            return Ok(false);
+        }
+        let mut bytes = Vec::new();
+        f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut bytes)).map_err(|e| self.io_err(e))?;
+        let sheet = workbook::Sheet::read(bytes, sheet)
+            .map_err(|message| InputError::Workbook { path: self.display.clone(), message })?;
+        self.size = sheet.height() as u64;
+        self.sheet = Some(Arc::new(sheet));
+        Ok(true)
     }
 
     /// SHA-256 of the raw bytes of the snapshot, when one was taken.
@@ -339,6 +390,9 @@ impl Input {
         rules: &Rules,
         progress: Option<Arc<AtomicU64>>,
     ) -> Result<Rows, InputError> {
+        if let Some(sheet) = &self.sheet {
+            return self.sheet_rows(sheet, mapping, rules, progress);
+        }
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(self.bom_len)).map_err(|e| self.io_err(e))?;
         let counted = CountingReader { inner: f, count: progress };
@@ -366,7 +420,40 @@ impl Input {
             }
         }
         let header = Header::resolve(&self.display, &first, mapping, rules)?;
-        Ok(Rows { csv, header, display: self.display.clone(), row: 0, lines })
+        Ok(Rows { source: Source::Csv { csv, lines }, header, display: self.display.clone(), row: 0 })
+    }
+
+    /// [`Input::rows`] of a workbook's sheet: the first row that is not
+    /// blank is the header; it ends at its last named column.
+    fn sheet_rows(
+        &self,
+        sheet: &Arc<workbook::Sheet>,
+        mapping: &[ColumnMapping],
+        rules: &Rules,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<Rows, InputError> {
+        let mut rows = sheet.rows();
+        let mut first = csv::StringRecord::new();
+        loop {
+            let Some(row) = rows.next_row() else {
+                return Err(InputError::Empty { path: self.display.clone() });
+            };
+            if row.is_blank() {
+                continue;
+            }
+            row.texts(&mut first);
+            let named = first.iter().enumerate().filter(|(_, c)| !c.trim().is_empty()).last().map_or(0, |(i, _)| i + 1);
+            first.truncate(named);
+            break;
+        }
+        let mut header = Header::resolve(&self.display, &first, mapping, rules)?;
+        header.sheet = Some(Arc::from(sheet.name.as_str()));
+        let fields = (0..header.len()).map(|i| header.field_of(i)).collect();
+        if let Some(p) = &progress {
+            p.fetch_add(rows.consumed() as u64, Ordering::Relaxed);
+        }
+        let source = Source::Sheet { rows, fields, progress };
+        Ok(Rows { source, header, display: self.display.clone(), row: 0 })
     }
 }
 
@@ -452,14 +539,18 @@ enum CopyError {
 /// What a file is, judged by its first bytes, when it is a common kind that
 /// is not CSV text.
 fn not_csv(head: &[u8]) -> Option<&'static str> {
-    let kinds: [(&[u8], &str); 5] = [
-        (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook?)"),
-        (b"\xD0\xCF\x11\xE0", "an old Excel .xls workbook (or another Office document)"),
+    let kinds: [(&[u8], &str); 3] = [
         (b"%PDF", "a PDF document"),
         (b"\x1F\x8B", "a gzip-compressed file (unpack it first)"),
         (b"{\\rtf", "an RTF document"),
     ];
     kinds.iter().find(|(magic, _)| head.starts_with(magic)).map(|(_, what)| *what)
+}
+
+/// A ZIP archive (.xlsx, .xlsb, .ods) or an OLE compound file (.xls): read
+/// as a workbook, whatever the file's name.
+fn workbook_magic(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04") || head.starts_with(b"\xD0\xCF\x11\xE0")
 }
 
 /// UTF-16 text without a byte-order mark: ASCII with a zero byte beside
@@ -589,6 +680,9 @@ pub struct Header {
     names: Vec<String>,
     index: [Option<usize>; 9],
     rules: Arc<Rules>,
+    /// The sheet's name, when the input is a workbook: messages then name
+    /// spreadsheet rows, not lines.
+    sheet: Option<Arc<str>>,
 }
 
 impl Header {
@@ -667,7 +761,13 @@ impl Header {
                 found: found(),
             });
         }
-        Ok(Header { names, index, rules: Arc::new(rules.clone()) })
+        Ok(Header { names, index, rules: Arc::new(rules.clone()), sheet: None })
+    }
+
+    /// Where a row is, for messages: `line 17` of a CSV file, `Sheet1
+    /// row 17` of a workbook.
+    pub fn place(&self, line: u64) -> String {
+        place(self.sheet.as_deref(), line)
     }
 
     /// The run's rules this header was resolved for.
@@ -746,19 +846,38 @@ impl Header {
 
 /// Records of an input, after the header; blank lines are skipped.
 pub struct Rows {
-    csv: csv::Reader<Box<dyn Read + Send>>,
+    source: Source,
     header: Header,
     display: String,
     row: u64,
-    lines: Arc<Mutex<LineStarts>>,
 }
 
-/// One data row as read: its 1-based row number, its line in the file and cells.
-#[derive(Clone, Debug)]
+/// Where the records come from.
+enum Source {
+    Csv {
+        csv: csv::Reader<Box<dyn Read + Send>>,
+        lines: Arc<Mutex<LineStarts>>,
+    },
+    Sheet {
+        rows: workbook::SheetRows,
+        /// The API field of each column, if any.
+        fields: Vec<Option<Field>>,
+        /// Counts rows read (a sheet's size is its rows).
+        progress: Option<Arc<AtomicU64>>,
+    },
+}
+
+/// One data row as read: its 1-based row number, its line in the file (a
+/// workbook: its spreadsheet row) and cells.
+#[derive(Clone, Debug, Default)]
 pub struct RawRow {
     pub row: u64,
     pub line: u64,
     pub record: csv::StringRecord,
+    /// A workbook row: why a cell in an API column cannot be used (a number
+    /// that is not an exact id, a date, an error, a formula), with its
+    /// address. Such a row is `invalid_input`.
+    pub hazard: Option<String>,
 }
 
 /// A reusable batch of rows: the records keep their allocations between
@@ -783,20 +902,36 @@ impl Rows {
         &self.header
     }
 
-    /// Reads the next data row into `record` (blank rows skipped); returns
-    /// its row and line numbers, or `None` at the end.
-    fn read_row(&mut self, record: &mut csv::StringRecord) -> Result<Option<(u64, u64)>, InputError> {
+    /// Reads the next data row into `raw` (blank rows skipped); returns
+    /// false at the end.
+    fn read_row(&mut self, raw: &mut RawRow) -> Result<bool, InputError> {
+        let width = self.header.len();
         loop {
-            match self.csv.read_record(record) {
-                Ok(false) => return Ok(None),
-                Ok(true) if is_blank(record) => continue,
-                Ok(true) => {
-                    self.row += 1;
-                    let line = record.position().map_or(0, |p| lock(&self.lines).line_of(p.byte()));
-                    return Ok(Some((self.row, line)));
+            let line = match &mut self.source {
+                Source::Csv { csv, lines } => match csv.read_record(&mut raw.record) {
+                    Ok(false) => return Ok(false),
+                    Ok(true) if is_blank(&raw.record) => continue,
+                    Ok(true) => {
+                        raw.hazard = None;
+                        raw.record.position().map_or(0, |p| lock(lines).line_of(p.byte()))
+                    }
+                    Err(e) => return Err(csv_err(&self.display, lines, &e)),
+                },
+                Source::Sheet { rows, fields, progress } => {
+                    let Some(row) = rows.next_row() else { return Ok(false) };
+                    if let Some(p) = progress {
+                        p.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if row.is_blank() {
+                        continue;
+                    }
+                    raw.hazard = row.read_into(width, fields, &mut raw.record);
+                    row.number
                 }
-                Err(e) => return Err(csv_err(&self.display, &self.lines, &e)),
-            }
+            };
+            self.row += 1;
+            (raw.row, raw.line) = (self.row, line);
+            return Ok(true);
         }
     }
 
@@ -805,11 +940,11 @@ impl Rows {
         batch.len = 0;
         while batch.len < max {
             if batch.len == batch.rows.len() {
-                batch.rows.push(RawRow { row: 0, line: 0, record: csv::StringRecord::new() });
+                batch.rows.push(RawRow::default());
             }
-            let slot = &mut batch.rows[batch.len];
-            let Some((row, line)) = self.read_row(&mut slot.record)? else { break };
-            (slot.row, slot.line) = (row, line);
+            if !self.read_row(&mut batch.rows[batch.len])? {
+                break;
+            }
             batch.len += 1;
         }
         Ok(())
@@ -819,8 +954,8 @@ impl Rows {
 impl Iterator for Rows {
     type Item = Result<RawRow, InputError>;
     fn next(&mut self) -> Option<Self::Item> {
-        let mut record = csv::StringRecord::new();
-        self.read_row(&mut record).transpose().map(|r| r.map(|(row, line)| RawRow { row, line, record }))
+        let mut raw = RawRow::default();
+        self.read_row(&mut raw).map(|more| more.then_some(raw)).transpose()
     }
 }
 
@@ -921,6 +1056,14 @@ pub struct InputConfig {
     pub mp_sig: MpSigMode,
     /// The API and what v2's derived cancellation ids are made of.
     pub rules: Rules,
+}
+
+/// `line N`, or `SHEET row N` in a workbook.
+fn place(sheet: Option<&str>, line: u64) -> String {
+    match sheet {
+        Some(s) => format!("{s} row {line}"),
+        None => format!("line {line}"),
+    }
 }
 
 /// Cells that spreadsheets run as formulas when a cell begins with them.
@@ -1057,7 +1200,9 @@ pub enum Validated<'a> {
 /// and the field. The session key comes from the row, else from `keys`.
 pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> Validated<'a> {
     let line = raw.line;
-    let invalid = |bill_no, m: String| Validated::Invalid { bill_no, message: format!("line {line}: {m}") };
+    let invalid = |bill_no, m: String| Validated::Invalid { bill_no, message: format!("{}: {m}", header.place(line)) };
+    // A workbook cell the API cannot take: its message names the cell.
+    let hazard = |bill_no| raw.hazard.clone().map(|message| Validated::Invalid { bill_no, message });
     if raw.record.len() != header.len() {
         let m = format!(
             "the row has {} fields but the header has {} (a missing or extra comma, or an unquoted comma inside a value)",
@@ -1073,7 +1218,8 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
     let bill_no = get(Field::BillNo);
     let checked = if v2 { v2::check_bill_no("bill_no", bill_no) } else { check_bill_no(bill_no) };
     if let Err(m) = checked {
-        return invalid(None, m);
+        // An unusable bill_no cell is read as empty: say why.
+        return hazard(None).unwrap_or_else(|| invalid(None, m));
     }
     let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
     let (pf, user_ip, pay_item, session_key) =
@@ -1086,6 +1232,9 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
     } else {
         Some(bill_no)
     };
+    if let Some(h) = hazard(key) {
+        return h;
+    }
     let problem = check_id("openid", openid, 128, "")
         .and_then(|()| check_id("zone_id", zone_id, 64, " (use 1 for a game without zones)"))
         .and_then(|()| pf.map_or(Ok(()), |v| check_id("pf", v, 32, "")))
@@ -1319,17 +1468,24 @@ pub struct Classifier {
     key_name: &'static str,
     /// v2: every row needs a session key, whatever `--mp-sig` says.
     needs_session_key: bool,
+    /// A workbook's sheet, for messages.
+    sheet: Option<Arc<str>>,
 }
 
 impl Classifier {
     /// A v1 classifier (tests); runs use [`Classifier::for_run`].
     pub fn new(mp_sig: MpSigMode) -> Self {
-        Classifier { seen: Default::default(), mp_sig, key_name: "bill_no", needs_session_key: false }
+        Classifier { seen: Default::default(), mp_sig, key_name: "bill_no", needs_session_key: false, sheet: None }
     }
 
     /// The classifier of a run over an input with `header`.
     pub fn for_run(mp_sig: MpSigMode, header: &Header) -> Self {
-        Classifier { key_name: header.key_name(), needs_session_key: header.needs_session_key(), ..Self::new(mp_sig) }
+        Classifier {
+            key_name: header.key_name(),
+            needs_session_key: header.needs_session_key(),
+            sheet: header.sheet.clone(),
+            ..Self::new(mp_sig)
+        }
     }
 
     /// Makes room at once for the rows of an `input_size`-byte file, judged
@@ -1341,6 +1497,10 @@ impl Classifier {
         let Some(start) = latest.record.position().map(|p| p.byte()).filter(|&b| b > 0) else { return };
         let rows = (input_size.saturating_mul(latest.row) / start).min(input_size / 32);
         self.seen.reserve(usize::try_from(rows).unwrap_or(0).saturating_sub(self.seen.len()));
+    }
+
+    fn place(&self, line: u64) -> String {
+        place(self.sheet.as_deref(), line)
     }
 
     /// Decides a validated row; `None` means "send it". Rows must come in
@@ -1371,8 +1531,11 @@ impl Classifier {
     fn judge(&self, line: u64, facts: Facts<'_>, duplicate: Option<Seen>) -> Option<(Category, String)> {
         if let (Some(seen), Some(b)) = (duplicate, facts.bill_no) {
             let first = self.seen.get(&seen).map_or(0, |s| s.row);
-            let m =
-                format!("line {line}: {} `{b}` already appeared on row {first}; only that row is sent", self.key_name);
+            let m = format!(
+                "{}: {} `{b}` already appeared on row {first}; only that row is sent",
+                self.place(line),
+                self.key_name
+            );
             return Some((Category::Duplicate, m));
         }
         if let Some(m) = facts.problem {
@@ -1380,13 +1543,18 @@ impl Classifier {
         }
         if self.needs_session_key && !facts.has_session_key {
             let m = format!(
-                "line {line}: no session key for openid `{}` (virtual payment 2.0 signs every request with it)",
+                "{}: no session key for openid `{}` (virtual payment 2.0 signs every request with it)",
+                self.place(line),
                 facts.openid
             );
             return Some((Category::MissingSessionKey, m));
         }
         if self.mp_sig == MpSigMode::Always && !facts.has_session_key {
-            let m = format!("line {line}: no session key for openid `{}` (--mp-sig always needs one)", facts.openid);
+            let m = format!(
+                "{}: no session key for openid `{}` (--mp-sig always needs one)",
+                self.place(line),
+                facts.openid
+            );
             return Some((Category::MissingSessionKey, m));
         }
         None
@@ -1416,7 +1584,7 @@ mod tests {
     }
 
     fn raw(row: u64, cells: &[&str]) -> RawRow {
-        RawRow { row, line: row + 1, record: csv::StringRecord::from(cells.to_vec()) }
+        RawRow { row, line: row + 1, record: csv::StringRecord::from(cells.to_vec()), hazard: None }
     }
 
     fn message(v: Validated<'_>) -> String {

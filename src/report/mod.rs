@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+pub mod xlsx;
+
 impl Tally {
     /// A table: category, rows, what to do next (as `report` prints it).
     pub fn table(&self) -> String {
@@ -233,17 +235,28 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
 }
 
 /// Writes the input columns of rows in `categories` as a CSV that `run` takes
-/// back (pass-through cells un-guarded, results columns dropped).
-pub fn write_only(path: &Path, categories: &[Category], out: impl std::io::Write) -> anyhow::Result<u64> {
+/// back (pass-through cells un-guarded, results columns dropped); with
+/// `bom`, for Excel: a UTF-8 byte-order mark first, and cells left guarded.
+pub fn write_only(
+    path: &Path,
+    categories: &[Category],
+    bom: bool,
+    mut out: impl std::io::Write,
+) -> anyhow::Result<u64> {
     let mut file = open(path)?;
     let input = file.cols.input.clone();
+    if bom {
+        out.write_all("\u{feff}".as_bytes())?;
+    }
     let mut w = csv::Writer::from_writer(out);
     w.write_record(&file.cols.headers[input.clone()])?;
     let mut n = 0;
     file.lines(|c, rec| {
         if categories.contains(&c) {
             let cell = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).unwrap_or("");
-            w.write_record(input.clone().map(|i| unguard(cell(i))))?;
+            // For Excel, cells stay guarded as in the results file: a double-click
+            // must not run a formula.
+            w.write_record(input.clone().map(|i| if bom { cell(i) } else { unguard(cell(i)) }))?;
             n += 1;
         }
         Ok(())

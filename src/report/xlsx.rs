@@ -1,0 +1,190 @@
+//! Workbooks for finance (`report --xlsx`, `report --only -o FILE.xlsx`) and
+//! CSV that Excel opens right (`--excel-csv`). The results CSV stays the
+//! journal; these are read-only views of it, written with rust_xlsxwriter.
+//!
+//! Every cell is written as text: no formula can run and no guard quote is
+//! needed, so cells are un-guarded first; a bill_no stays its digits.
+
+use super::{open, summarize, Kind, Opened};
+use crate::category::Category;
+use crate::output::unguard;
+use anyhow::Context as _;
+use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
+use std::path::Path;
+
+/// Rows a worksheet holds, its header row included.
+const SHEET_ROWS: usize = 1_048_576;
+/// Column widths, in characters.
+const MIN_WIDTH: usize = 6;
+const MAX_WIDTH: usize = 60;
+
+/// The lines of a results file as text cells, in input row order.
+fn lines_in_row_order(file: &mut Opened, keep: impl Fn(Category) -> bool) -> anyhow::Result<Vec<(u64, Vec<String>)>> {
+    let row_col = file.cols.row;
+    let mut lines = Vec::new();
+    file.lines(|category, rec| {
+        if keep(category) {
+            let cell = |b: &[u8]| unguard(&String::from_utf8_lossy(b)).to_string();
+            let row = std::str::from_utf8(rec.get(row_col).unwrap_or(b"")).ok().and_then(|r| r.parse().ok());
+            lines.push((row.unwrap_or(u64::MAX), rec.iter().map(cell).collect()));
+        }
+        Ok(())
+    })?;
+    // A live run writes lines as rows finish; finance reads them in input order.
+    lines.sort_by_key(|(row, _)| *row);
+    if lines.len() >= SHEET_ROWS {
+        anyhow::bail!(
+            "{} rows do not fit in one worksheet (at most {}); use the CSV, or narrow with --only",
+            lines.len(),
+            SHEET_ROWS - 1
+        );
+    }
+    Ok(lines)
+}
+
+/// Writes a header row and text rows to `sheet`: header frozen, autofilter
+/// on, each column as wide as its widest cell (within bounds).
+fn write_table<'a>(
+    sheet: &mut Worksheet,
+    headers: &[String],
+    rows: impl Iterator<Item = &'a [String]>,
+) -> Result<(), rust_xlsxwriter::XlsxError> {
+    let bold = Format::new().set_bold();
+    let mut widths: Vec<usize> = headers.iter().map(|h| display_width(h)).collect();
+    for (c, h) in headers.iter().enumerate() {
+        sheet.write_string_with_format(0, col(c), h, &bold)?;
+    }
+    let mut last = 0u32;
+    for (r, cells) in rows.enumerate() {
+        last = r as u32 + 1;
+        for (c, cell) in cells.iter().enumerate() {
+            if !cell.is_empty() {
+                sheet.write_string(last, col(c), cell)?;
+            }
+            if let Some(w) = widths.get_mut(c) {
+                *w = (*w).max(display_width(cell));
+            }
+        }
+    }
+    for (c, w) in widths.iter().enumerate() {
+        sheet.set_column_width(col(c), w.clamp(&MIN_WIDTH, &MAX_WIDTH).to_owned() as f64 + 1.0)?;
+    }
+    sheet.set_freeze_panes(1, 0)?;
+    if !headers.is_empty() {
+        sheet.autofilter(0, 0, last, col(headers.len() - 1))?;
+    }
+    Ok(())
+}
+
+fn col(c: usize) -> u16 {
+    u16::try_from(c).unwrap_or(u16::MAX)
+}
+
+/// Characters, with CJK ones counted twice (they are twice as wide).
+fn display_width(s: &str) -> usize {
+    s.chars().map(|c| if u32::from(c) >= 0x1100 { 2 } else { 1 }).sum()
+}
+
+/// `report RESULTS --xlsx OUT`: a Summary sheet and a Results sheet.
+pub fn write_report(results: &Path, sum: Option<&str>, out: std::fs::File) -> anyhow::Result<u64> {
+    let summary = summarize(results, sum)?;
+    let mut file = open(results)?;
+    let lines = lines_in_row_order(&mut file, |_| true)?;
+    let mut book = Workbook::new();
+
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut headers = vec!["category".to_string(), "rows".to_string()];
+    if let Some(s) = &summary.sums {
+        headers.push(format!("sum of {}", s.column));
+    }
+    headers.push("next step".to_string());
+    let sum_of = |c: &str| summary.sums.as_ref().map(|s| s.by_category.get(c).copied().unwrap_or_default().to_string());
+    for (c, n) in summary.tally.nonzero() {
+        let mut line = vec![c.as_str().to_string(), n.to_string()];
+        line.extend(sum_of(c.as_str()));
+        line.push(c.advice().to_string());
+        table.push(line);
+    }
+    let mut total = vec!["total".to_string(), summary.tally.total().to_string()];
+    total.extend(summary.sums.as_ref().map(|s| s.total.to_string()));
+    total.push(String::new());
+    table.push(total);
+    if let Some(m) = summary.missing.filter(|&m| m > 0) {
+        table.push(vec!["missing".into(), m.to_string(), "not in the file yet: `--resume` sends them".into()]);
+    }
+
+    let sheet = book.add_worksheet().set_name("Summary")?;
+    write_table(sheet, &headers, table.iter().map(Vec::as_slice))?;
+    // Below the table: what the run was, one fact a row.
+    let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+    for (i, (what, value)) in about(&file, &lines, &summary).into_iter().enumerate() {
+        let r = table.len() as u32 + 2 + i as u32;
+        sheet.write_string(r, 0, what)?;
+        match value {
+            Fact::Text(t) => sheet.write_string(r, 1, t)?,
+            Fact::Time(t) => sheet.write_datetime_with_format(r, 1, ExcelDateTime::from_timestamp(t)?, &time)?,
+        };
+    }
+    sheet.set_column_width(0, 24)?;
+    sheet.set_column_width(1, 20)?;
+    let sheet = book.add_worksheet().set_name("Results")?;
+    write_table(sheet, &file.cols.headers, lines.iter().map(|(_, cells)| cells.as_slice()))?;
+    book.save_to_writer(out).context("cannot write the workbook")?;
+    Ok(lines.len() as u64)
+}
+
+/// One fact about the run on the Summary sheet.
+enum Fact {
+    Text(String),
+    /// A Unix time, written as a date cell (UTC).
+    Time(i64),
+}
+
+/// What the Summary sheet says about the run, as (what, value).
+fn about(file: &Opened, lines: &[(u64, Vec<String>)], summary: &super::Summary) -> Vec<(&'static str, Fact)> {
+    let column = |name: &str| file.cols.headers.iter().rposition(|h| h == name);
+    let text = |s: &str| Fact::Text(s.to_string());
+    let mut about = vec![
+        ("results file", text(&file.name)),
+        ("kind", text(if summary.kind == Kind::DryRun { "dry run (nothing sent)" } else { "live run" })),
+        ("verdict", text(summary.verdict_word())),
+    ];
+    if let Some(fp) = &file.fingerprint {
+        about.push(("environment", text(&fp.environment)));
+        about.push(("appid", text(&fp.appid)));
+        about.push(("offer_id", text(&fp.offer_id)));
+        about.push(("api", text(&fp.api)));
+        about.push(("input rows", Fact::Text(fp.rows.to_string())));
+        if !fp.sheet.is_empty() {
+            about.push(("input sheet", text(&fp.sheet)));
+        }
+        about.push(("input sha256", text(&fp.input_sha256)));
+    }
+    let ts: Vec<i64> =
+        column("ts").map_or_else(Vec::new, |i| lines.iter().filter_map(|(_, l)| l[i].parse().ok()).collect());
+    if let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) {
+        about.push(("first request (UTC)", Fact::Time(first)));
+        about.push(("last request (UTC)", Fact::Time(last)));
+    }
+    if let Some(i) = column("attempts").filter(|_| summary.kind == Kind::Live) {
+        let attempts: u64 = lines.iter().filter_map(|(_, l)| l[i].parse::<u64>().ok()).sum();
+        let sent = lines.iter().filter(|(_, l)| l[i].parse::<u64>().is_ok_and(|a| a > 0)).count();
+        about.push(("requests sent", Fact::Text(attempts.to_string())));
+        about.push(("rows sent at least once", Fact::Text(sent.to_string())));
+    }
+    about
+}
+
+/// `report --only CATS -o FILE.xlsx`: the input columns of those rows, in
+/// input order, as a workbook `run` takes back.
+pub fn write_only(results: &Path, categories: &[Category], out: std::fs::File) -> anyhow::Result<u64> {
+    let mut file = open(results)?;
+    let input = file.cols.input.clone();
+    let lines = lines_in_row_order(&mut file, |c| categories.contains(&c))?;
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet().set_name("Orders")?;
+    let rows: Vec<&[String]> = lines.iter().map(|(_, cells)| &cells[input.clone()]).collect();
+    write_table(sheet, &file.cols.headers[input], rows.into_iter())?;
+    book.save_to_writer(out).context("cannot write the workbook")?;
+    Ok(lines.len() as u64)
+}

@@ -1,0 +1,287 @@
+//! Spreadsheets in and out: workbook input with its hazards caught per row,
+//! `report --xlsx`, `--only -o FILE.xlsx` taken back by `run`, and CSV for
+//! Excel. Fixtures are built here with rust_xlsxwriter.
+
+use crate::harness::{sim_config, start, stderr_of, Results, Workdir};
+use calamine::{Data, Reader};
+use midas_cancel::sim::OrderState;
+use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
+
+/// One cell of a fixture.
+enum Cell {
+    Text(&'static str),
+    Num(f64),
+    Date,
+    Bool,
+    /// `=NA()`, its cached value `#N/A`.
+    NaFormula,
+    /// A formula whose cached value is this text.
+    Formula(&'static str),
+}
+
+fn put(sheet: &mut Worksheet, row: u32, col: u16, cell: &Cell) {
+    use Cell::*;
+    match cell {
+        Text(t) => sheet.write_string(row, col, *t).map(|_| ()),
+        Num(n) => sheet.write_number(row, col, *n).map(|_| ()),
+        Date => {
+            let date = ExcelDateTime::from_ymd(2026, 11, 23).unwrap();
+            sheet.write_datetime_with_format(row, col, date, &Format::new().set_num_format("yyyy-mm-dd")).map(|_| ())
+        }
+        Bool => sheet.write_boolean(row, col, true).map(|_| ()),
+        NaFormula => {
+            sheet.write_formula(row, col, rust_xlsxwriter::Formula::new("=NA()").set_result("#N/A")).map(|_| ())
+        }
+        Formula(v) => sheet.write_formula(row, col, rust_xlsxwriter::Formula::new("=\"x\"").set_result(*v)).map(|_| ()),
+    }
+    .unwrap();
+}
+
+/// A workbook of sheets (name, rows of cells), saved at `path`.
+fn workbook(path: &std::path::Path, sheets: &[(&str, Vec<Vec<Cell>>)]) {
+    let mut book = Workbook::new();
+    for (name, rows) in sheets {
+        let sheet = book.add_worksheet().set_name(*name).unwrap();
+        for (r, cells) in rows.iter().enumerate() {
+            for (c, cell) in cells.iter().enumerate() {
+                put(sheet, r as u32, c as u16, cell);
+            }
+        }
+    }
+    book.save(path).unwrap();
+}
+
+fn text_rows(rows: &[&[&'static str]]) -> Vec<Vec<Cell>> {
+    rows.iter().map(|r| r.iter().map(|t| Cell::Text(t)).collect()).collect()
+}
+
+/// Every cell of a sheet as calamine reads it, as text.
+/// (The Summary sheet's times are date cells: read as `<date>`.)
+fn read_sheet(path: &std::path::Path, name: &str) -> Vec<Vec<String>> {
+    let mut book = calamine::open_workbook_auto(path).unwrap();
+    let range = book.worksheet_range(name).unwrap();
+    range
+        .rows()
+        .map(|r| {
+            r.iter()
+                .map(|c| match c {
+                    Data::String(s) => s.clone(),
+                    Data::Empty => String::new(),
+                    Data::DateTime(_) if name == "Summary" => "<date>".to_string(),
+                    other => panic!("{name}: a cell that is not text: {other:?}"),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+const ORDERS: &[&[&str]] = &[
+    &["bill_no", "openid", "zone_id", "amount_fen", "note"],
+    &["B001", "oUSER1", "1", "600", "金币礼包"],
+    &["B002", "oUSER2", "3_998877", "100", "=1+2"],
+];
+
+#[test]
+fn a_workbook_signs_exactly_like_the_same_rows_as_csv() {
+    let w = Workdir::new();
+    workbook(&w.path("orders.xlsx"), &[("Sheet1", text_rows(ORDERS))]);
+    let csv: String = ORDERS.iter().map(|r| r.join(",") + "\n").collect();
+    w.write("orders.csv", csv.replace("=1+2", "\"=1+2\""));
+    w.dry_run("orders.xlsx", "from_xlsx.csv").assert().success();
+    w.dry_run("orders.csv", "from_csv.csv").assert().success();
+    let (a, b) = (std::fs::read(w.path("from_xlsx.csv")).unwrap(), std::fs::read(w.path("from_csv.csv")).unwrap());
+    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "same rows, same results file");
+    let check = w.cmd().args(["check", "orders.xlsx"]).output().unwrap();
+    assert!(check.status.success(), "{}", stderr_of(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("2 ready to send") && out.contains("Excel workbook (.xlsx), sheet `Sheet1`"), "{out}");
+}
+
+#[test]
+fn recognised_by_content_whatever_the_name() {
+    let w = Workdir::new();
+    workbook(&w.path("orders.csv"), &[("Sheet1", text_rows(ORDERS))]);
+    w.dry_run("orders.csv", "out.csv").assert().success();
+    assert_eq!(Results::read(&w.path("out.csv")).column("category"), ["signed", "signed"]);
+    // And --sheet on a CSV file is a mistake, said plainly.
+    w.write("plain.csv", "bill_no,openid,zone_id\nB1,o1,1\n");
+    let out = w.dry_run("plain.csv", "out2.csv").args(["--sheet", "Orders"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("is a CSV file, not a workbook"), "{}", stderr_of(&out));
+    assert!(!w.path("out2.csv").exists());
+}
+
+#[test]
+fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
+    use Cell::*;
+    let w = Workdir::new();
+    let header = || vec![Text("bill_no"), Text("openid"), Text("zone_id"), Text("exported")];
+    let rows = vec![
+        header(),
+        vec![Text("B001"), Text("oUSER1"), Num(1.0), Date], // 2: fine; a date carried as text
+        vec![Num(123456789012.0), Text("oUSER2"), Num(1.0), Num(0.5)], // 3: integer within 15 digits: digits
+        vec![Num(1234567890123456789.0), Text("oUSER3"), Text("1"), Text("")], // 4: 19 digits: refused
+        vec![Text("B005"), Text("oUSER5"), Date, Text("")], // 5: a date in zone_id
+        vec![Text("B006"), NaFormula, Text("1"), Text("")], // 6: #N/A in openid
+        vec![Formula("B007"), Text("oUSER7"), Text("1"), Text("")], // 7: a formula's cached value
+        vec![Text("B008"), Text("oUSER8"), Bool, Text("")], // 8: TRUE in zone_id
+        vec![Text("B009"), Text("oUSER9"), Num(1.5), Text("")], // 9: a fraction
+        vec![],                                             // 10: blank, skipped
+        vec![Text("B001"), Text("oUSER1"), Text("1"), Text("")], // 11: a duplicate
+    ];
+    workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
+    let out = w.dry_run("orders.xlsx", "out.csv").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(
+        r.column("category"),
+        [
+            "signed",
+            "signed",
+            "invalid_input",
+            "invalid_input",
+            "invalid_input",
+            "invalid_input",
+            "invalid_input",
+            "invalid_input",
+            "duplicate"
+        ]
+    );
+    assert_eq!(r.row(1)["exported"], "2026-11-23", "a carried date reads as displayed");
+    assert_eq!(r.row(2)["bill_no"], "123456789012", "an exact integer reads as its digits");
+    assert_eq!(r.row(2)["exported"], "0.5");
+    for (want, why) in [
+        (
+            "Sheet1!A4: bill_no is stored as a number (1.2345678901234568E18) that has more than 15 digits",
+            "format the bill_no column as Text",
+        ),
+        ("Sheet1!C5: zone_id is a date or time cell", "not text"),
+        ("Sheet1!B6: openid is an error cell (#N/A)", ""),
+        ("Sheet1!A7: bill_no is a formula", "paste it as values"),
+        ("Sheet1!C8: zone_id is a TRUE/FALSE cell", ""),
+        ("Sheet1!C9: zone_id is stored as a number (1.5) that has a fraction", "format the zone_id column as Text"),
+    ] {
+        assert!(err.contains(want) && err.contains(why), "missing `{want}` … `{why}` in:\n{err}");
+    }
+    // A row's own problem names the spreadsheet row, not a line.
+    assert!(err.contains("Sheet1 row 11: bill_no `B001` already appeared on row 1"), "{err}");
+}
+
+#[test]
+fn chinese_headers_on_a_second_sheet_with_sheet_and_column() {
+    let w = Workdir::new();
+    let notes = text_rows(&[&["说明"], &["导出自后台"]]);
+    let orders = text_rows(&[
+        &["订单号", "用户", "区服", "金额"],
+        &["B001", "oUSER1", "1", "600"],
+        &["B002", "oUSER2", "1", "100"],
+    ]);
+    workbook(&w.path("导出.xlsx"), &[("说明", notes), ("订单", orders)]);
+    let map = ["--column", "bill_no=订单号", "--column", "openid=用户", "--column", "zone_id=区服"];
+    // The first sheet is not the orders: the error says what it found.
+    let out = w.dry_run("导出.xlsx", "first.csv").args(map).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("`说明`"), "{}", stderr_of(&out));
+    // A sheet that does not exist: the error lists the sheets.
+    let out = w.dry_run("导出.xlsx", "none.csv").args(map).args(["--sheet", "Orders"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("no sheet named `Orders`; its sheets are: `说明`, `订单`"), "{}", stderr_of(&out));
+    w.dry_run("导出.xlsx", "out.csv").args(map).args(["--sheet", "订单"]).assert().success();
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(r.column("订单号"), ["B001", "B002"]);
+    assert_eq!(r.column("金额"), ["600", "100"]);
+}
+
+#[test]
+fn report_xlsx_holds_every_line_in_input_order_and_a_summary() {
+    let w = Workdir::new();
+    let mut rows = vec![vec!["bill_no", "openid", "zone_id", "amount_fen"]];
+    let bills: Vec<String> = (1..=30).map(|i| format!("B{i:03}")).collect();
+    let amounts: Vec<String> = (1..=30).map(|i| (i * 100).to_string()).collect();
+    for i in 0..30 {
+        rows.push(vec![bills[i].as_str(), "oUSER1", "1", amounts[i].as_str()]);
+    }
+    let cells: Vec<Vec<Cell>> = rows
+        .iter()
+        .map(|r| r.iter().map(|t| Cell::Text(Box::leak(t.to_string().into_boxed_str()))).collect())
+        .collect();
+    workbook(&w.path("orders.xlsx"), &[("Sheet1", cells)]);
+    let mut c = sim_config();
+    c.orders.insert("B007".into(), "cancelled".parse::<OrderState>().unwrap());
+    c.orders.insert("B011".into(), "errcode:90000".parse::<OrderState>().unwrap());
+    let sim = start(c);
+    let out = w.live("orders.xlsx", "results.csv", &sim).args(["--concurrency", "8"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    w.cmd().args(["report", "results.csv", "--xlsx", "report.xlsx", "--sum", "amount_fen"]).assert().code(1);
+
+    // Results: the results file's lines, sorted by row, every cell text.
+    let mut csv = csv::Reader::from_path(w.path("results.csv")).unwrap();
+    let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    let mut lines: Vec<Vec<String>> = csv.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    let row_col = headers.iter().position(|h| h == "row").unwrap();
+    lines.sort_by_key(|l| l[row_col].parse::<u64>().unwrap());
+    let sheet = read_sheet(&w.path("report.xlsx"), "Results");
+    assert_eq!(sheet[0], headers);
+    assert_eq!(&sheet[1..], &lines[..], "Results sheet equals the results file, in input order");
+
+    let summary = read_sheet(&w.path("report.xlsx"), "Summary");
+    let find =
+        |k: &str| summary.iter().find(|r| r[0] == k).unwrap_or_else(|| panic!("no `{k}` in {summary:?}")).clone();
+    assert_eq!(find("cancelled")[1], "28");
+    assert_eq!(find("not_found")[..3], ["not_found", "1", "1100"]);
+    assert_eq!(find("total")[1..3], ["30", "46500"]);
+    assert_eq!(find("environment")[1], "production");
+    assert!(find("requests sent")[1].parse::<u64>().unwrap() >= 30, "every row was sent");
+    // Never overwrites.
+    let again = w.cmd().args(["report", "results.csv", "--xlsx", "report.xlsx"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+}
+
+#[test]
+fn only_as_a_workbook_is_taken_back_by_run_and_excel_csv_has_a_bom() {
+    let w = Workdir::new();
+    w.write("orders.csv", "bill_no,openid,zone_id,note\nB001,oUSER1,1,金币\nB002,oUSER2,1,=1+2\nB003,oUSER3,1,x\n");
+    let mut c = sim_config();
+    c.orders.insert("B002".into(), "errcode:-1".parse::<OrderState>().unwrap());
+    c.orders.insert("B003".into(), "errcode:-1".parse::<OrderState>().unwrap());
+    let sim = start(c);
+    w.live("orders.csv", "results.csv", &sim).args(["--max-attempts", "1"]).assert().code(1);
+    w.cmd().args(["report", "results.csv", "--only", "system_busy", "-o", "retry.xlsx"]).assert().success();
+    assert_eq!(
+        read_sheet(&w.path("retry.xlsx"), "Orders"),
+        [
+            vec!["bill_no", "openid", "zone_id", "note"],
+            vec!["B002", "oUSER2", "1", "=1+2"],
+            vec!["B003", "oUSER3", "1", "x"]
+        ]
+    );
+    w.dry_run("retry.xlsx", "again.csv").assert().success();
+    assert_eq!(Results::read(&w.path("again.csv")).column("bill_no"), ["B002", "B003"]);
+
+    w.cmd()
+        .args(["report", "results.csv", "--only", "system_busy,cancelled", "-o", "x.csv", "--excel-csv"])
+        .assert()
+        .success();
+    let bytes = std::fs::read(w.path("x.csv")).unwrap();
+    assert!(bytes.starts_with("\u{feff}bill_no,".as_bytes()), "a BOM first");
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("金币") && text.contains("'=1+2"), "Chinese intact, formulas still guarded: {text}");
+    w.dry_run("x.csv", "again2.csv").assert().success();
+    let out =
+        w.cmd().args(["report", "results.csv", "--only", "cancelled", "-o", "y.xlsx", "--excel-csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--excel-csv with a workbook name is refused");
+}
+
+#[test]
+fn resuming_with_another_sheet_is_refused() {
+    let w = Workdir::new();
+    let a = text_rows(&[&["bill_no", "openid", "zone_id"], &["B001", "oUSER1", "1"]]);
+    let b = text_rows(&[&["bill_no", "openid", "zone_id"], &["C001", "oUSER1", "1"]]);
+    workbook(&w.path("orders.xlsx"), &[("A", a), ("B", b)]);
+    let sim = start(sim_config());
+    w.live("orders.xlsx", "results.csv", &sim).args(["--sheet", "A"]).assert().success();
+    let out = w.live("orders.xlsx", "results.csv", &sim).args(["--sheet", "B", "--resume"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr_of(&out).contains("the workbook's sheet was `A`, now `B`"), "{}", stderr_of(&out));
+}
