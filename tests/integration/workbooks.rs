@@ -1,6 +1,8 @@
 //! Spreadsheets in and out: workbook input with its hazards caught per row,
 //! `report --xlsx`, `--only -o FILE.xlsx` taken back by `run`, and CSV for
-//! Excel. Fixtures are built here with rust_xlsxwriter.
+//! Excel. Fixtures are built here: .xlsx with rust_xlsxwriter, .ods as a
+//! minimal OpenDocument ZIP. (.xls and .xlsb cannot be written from Rust
+//! here; calamine reads them through the same code path.)
 
 use crate::harness::{sim_config, start, stderr_of, Results, Workdir};
 use calamine::{Data, Reader};
@@ -284,4 +286,68 @@ fn resuming_with_another_sheet_is_refused() {
     let out = w.live("orders.xlsx", "results.csv", &sim).args(["--sheet", "B", "--resume"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr_of(&out).contains("the workbook's sheet was `A`, now `B`"), "{}", stderr_of(&out));
+}
+
+/// A minimal OpenDocument spreadsheet (what LibreOffice saves, cut to what a
+/// reader needs): one sheet, rows of (value type, value) cells.
+fn ods(path: &std::path::Path, sheet: &str, rows: &[&[(&str, &str)]]) {
+    use std::io::Write as _;
+    let cell = |(kind, v): &(&str, &str)| match *kind {
+        "string" => format!(r#"<table:table-cell office:value-type="string"><text:p>{v}</text:p></table:table-cell>"#),
+        "float" => format!(
+            r#"<table:table-cell office:value-type="float" office:value="{v}"><text:p>{v}</text:p></table:table-cell>"#
+        ),
+        "date" => format!(
+            r#"<table:table-cell office:value-type="date" office:date-value="{v}"><text:p>{v}</text:p></table:table-cell>"#
+        ),
+        other => panic!("fixture: cell type {other}"),
+    };
+    let body: String = rows
+        .iter()
+        .map(|r| format!("<table:table-row>{}</table:table-row>", r.iter().map(cell).collect::<String>()))
+        .collect();
+    let content = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="{sheet}">{body}</table:table></office:spreadsheet></office:body></office:document-content>"#
+    );
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [
+        ("mimetype", "application/vnd.oasis.opendocument.spreadsheet"),
+        ("META-INF/manifest.xml", manifest),
+        ("content.xml", content.as_str()),
+    ] {
+        zip.start_file(name, stored).unwrap();
+        zip.write_all(data.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn an_opendocument_spreadsheet_is_read_with_the_same_rules() {
+    let w = Workdir::new();
+    let header: &[(&str, &str)] =
+        &[("string", "bill_no"), ("string", "openid"), ("string", "zone_id"), ("string", "day")];
+    ods(
+        &w.path("orders.ods"),
+        "Orders",
+        &[
+            header,
+            &[("string", "B001"), ("string", "oUSER1"), ("float", "1"), ("date", "2026-11-23")],
+            &[("float", "123456789012"), ("string", "oUSER2"), ("string", "1"), ("string", "")],
+            &[("float", "1234567890123456789"), ("string", "oUSER3"), ("string", "1"), ("string", "")],
+            &[("string", "B004"), ("string", "oUSER4"), ("date", "2026-11-23"), ("string", "")],
+        ],
+    );
+    let out = w.dry_run("orders.ods", "out.csv").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(r.column("category"), ["signed", "signed", "invalid_input", "invalid_input"]);
+    assert_eq!(r.column("bill_no")[..2], ["B001", "123456789012"]);
+    assert_eq!(r.row(1)["day"], "2026-11-23");
+    assert!(err.contains("Orders!A4: bill_no is stored as a number"), "{err}");
+    assert!(err.contains("Orders!C5: zone_id is a date or time cell"), "{err}");
+    let check = w.cmd().args(["check", "orders.ods"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&check.stdout).contains("OpenDocument spreadsheet (.ods), sheet `Orders`"));
 }
