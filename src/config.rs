@@ -396,3 +396,34 @@ impl RunConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_base_url;
+
+    #[test]
+    fn base_urls_are_checked_before_anything_is_sent() {
+        for (url, want) in [
+            ("https://api.weixin.qq.com/", Ok("https://api.weixin.qq.com")),
+            ("http://127.0.0.1:8080", Ok("http://127.0.0.1:8080")),
+            ("http://[::1]:8080/", Ok("http://[::1]:8080")),
+            ("http://localhost:9", Ok("http://localhost:9")),
+            ("https://example.com/?x=1", Err("must not have a query (?...) or fragment")),
+            ("https://example.com/#frag", Err("must not have a query (?...) or fragment")),
+            ("https://user:pw@example.com", Err("must not carry a user name or password")),
+            ("http://10.0.0.5:8080", Err("plain http to another machine")),
+            ("ftp://example.com", Err("must start with https://")),
+            ("api.weixin.qq.com", Err("is not a URL")),
+        ] {
+            match (check_base_url(url), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{url}"),
+                (Err(e), Err(w)) => {
+                    let m = e.to_string();
+                    assert!(m.contains(w), "{url}: {m}");
+                    assert!(!m.contains("pw@"), "{url}: a password is never repeated: {m}");
+                }
+                (got, want) => panic!("{url}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

@@ -351,3 +351,27 @@ fn an_opendocument_spreadsheet_is_read_with_the_same_rules() {
     let check = w.cmd().args(["check", "orders.ods"]).output().unwrap();
     assert!(String::from_utf8_lossy(&check.stdout).contains("OpenDocument spreadsheet (.ods), sheet `Orders`"));
 }
+
+#[test]
+fn a_workbook_run_killed_part_way_resumes_exactly_once() {
+    let w = Workdir::new();
+    let mut rows = vec![vec![Cell::Text("bill_no"), Cell::Text("openid"), Cell::Text("zone_id")]];
+    for i in 1..=300 {
+        let bill: &'static str = Box::leak(format!("W{i:04}").into_boxed_str());
+        rows.push(vec![Cell::Text(bill), Cell::Text("oUSER1"), Cell::Num(1.0)]);
+    }
+    workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
+    let sim = start(sim_config());
+    let mut child = w.spawn_live("orders.xlsx", "out.csv", &sim, &["--rate", "100"]);
+    w.wait_for_lines("out.csv", 60);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = Results::read(&w.path("out.csv")).rows.len();
+    assert!(before < 300, "killed part-way ({before} rows written)");
+    w.live("orders.xlsx", "out.csv", &sim).arg("--resume").assert().code(0);
+    let r = Results::read(&w.path("out.csv"));
+    let mut rows: Vec<u64> = r.rows.iter().map(|l| l["row"].parse().unwrap()).collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (1..=300).collect::<Vec<u64>>(), "every row exactly once");
+    assert!(sim.stats().cancelled_once(300), "every order cancelled, once");
+}
