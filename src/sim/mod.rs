@@ -3,10 +3,17 @@
 //! describes, with order state and fault knobs. It is the project's test peer
 //! (`midas-cancel simulate`, the integration tests) and the operator's
 //! rehearsal stage (`run --simulate`).
+//!
+//! This module is the shared engine (the server, tokens, the frequency limit
+//! and injected faults, order state, the log); each cancel API's route lives
+//! in its own module: [`v1`] and [`v2`].
 
-use crate::api::{v2, Answer, StableTokenAnswer, StableTokenRequest};
-use crate::input::{check_bill_no, SessionKeys};
-use crate::sign::{self, CancelParams, Signer};
+mod v1;
+mod v2;
+
+use crate::api::{self, Answer, StableTokenAnswer, StableTokenRequest};
+use crate::input::SessionKeys;
+use crate::sign;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -400,7 +407,7 @@ async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let post = parts.method == hyper::Method::POST;
     let arrived = Instant::now();
-    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI || path == v2::URI;
+    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI || path == api::v2::URI;
     let (response, latency) = {
         let mut st = state.lock().expect("sim lock");
         if is_cancel {
@@ -414,7 +421,7 @@ async fn handle(
                 Response::Redirect(st.cfg.faults.redirect_to.clone().unwrap_or_default())
             }
             (true, sign::PROD_URI) => st.cancel(false, query, &body, arrived, started),
-            (true, v2::URI) => st.cancel_v2(query, &body, arrived, started),
+            (true, api::v2::URI) => st.cancel_v2(query, &body, arrived, started),
             (true, sign::SANDBOX_URI) => st.cancel(true, query, &body, arrived, started),
             (true, "/cgi-bin/stable_token") => st.stable_token(&body),
             (_, "/cgi-bin/token") => {
@@ -451,100 +458,6 @@ async fn handle(
     }
 }
 
-/// The fields of a v2 cancel body, typed as §1.5 says (strings, and `ts`,
-/// `env`, `amount` as JSON numbers).
-struct BodyV2 {
-    openid: String,
-    ts: u64,
-    env: u64,
-    pay_bill_no: String,
-    bill_no: String,
-    amount: u64,
-}
-
-fn parse_body_v2(bytes: &[u8]) -> Result<BodyV2, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
-    let s = |k: &str| match v.get(k) {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
-        Some(_) => Err(format!("{k} must be a string")),
-    };
-    let n = |k: &str| match v.get(k) {
-        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
-        Some(_) => Err(format!("{k} must be a number")),
-        None => Err(format!("{k} missing")),
-    };
-    s("offer_id")?;
-    s("zone_id")?;
-    if v.get("user_ip").is_some() {
-        s("user_ip")?;
-    }
-    for k in ["appid", "pf", "pay_item", "sig", "mp_sig"] {
-        if v.get(k).is_some() {
-            return Err(format!("{k} is not a v2 field"));
-        }
-    }
-    let env = n("env")?;
-    if env > 1 {
-        return Err("env must be 0 or 1".into());
-    }
-    let amount = n("amount")?;
-    if amount == 0 {
-        return Err("amount must be at least 1".into());
-    }
-    Ok(BodyV2 {
-        openid: s("openid")?,
-        ts: n("ts")?,
-        env,
-        pay_bill_no: s("pay_bill_no")?,
-        bill_no: s("bill_no")?,
-        amount,
-    })
-}
-
-/// The fields of a cancelpay body, typed as WeChat expects them.
-struct Body {
-    openid: String,
-    appid: String,
-    offer_id: String,
-    ts: u64,
-    zone_id: String,
-    pf: String,
-    bill_no: String,
-    user_ip: Option<String>,
-    pay_item: Option<String>,
-    sig: String,
-    mp_sig: Option<String>,
-}
-
-fn parse_body(bytes: &[u8]) -> Result<Body, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
-    let s = |k: &str| match v.get(k) {
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        None => Ok(None),
-        Some(_) => Err(format!("{k} must be a string")),
-    };
-    let req = |k: &str| s(k)?.filter(|v| !v.is_empty()).ok_or_else(|| format!("{k} missing"));
-    let ts = match v.get("ts") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or("ts must be a whole number")?,
-        Some(_) => return Err("ts must be a number".into()),
-        None => return Err("ts missing".into()),
-    };
-    Ok(Body {
-        openid: req("openid")?,
-        appid: req("appid")?,
-        offer_id: req("offer_id")?,
-        ts,
-        zone_id: req("zone_id")?,
-        pf: req("pf")?,
-        bill_no: req("bill_no")?,
-        user_ip: s("user_ip")?,
-        pay_item: s("pay_item")?,
-        sig: req("sig")?,
-        mp_sig: s("mp_sig")?,
-    })
-}
-
 impl State {
     fn log(&mut self, entry: LogEntry) {
         if let Some(f) = self.log_file.as_mut() {
@@ -553,23 +466,6 @@ impl State {
         if self.cfg.keep_log {
             self.stats.log.push(entry);
         }
-    }
-
-    fn cancel(&mut self, sandbox: bool, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
-        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
-        let parsed = parse_body(body);
-        let entry = LogEntry {
-            at: arrived.duration_since(started).as_secs_f64(),
-            sandbox,
-            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
-            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
-            mp_sig: parsed.as_ref().is_ok_and(|b| b.mp_sig.is_some()),
-            status: 200,
-            errcode: None,
-        };
-        let response = self.decide(sandbox, token, query, parsed, arrived);
-        self.log(entry.answered(&response));
-        response
     }
 
     /// What every cancel meets first, whatever the API: the frequency
@@ -615,156 +511,6 @@ impl State {
             return Response::Json(200, self.cfg.faults.bogus_body.clone().unwrap_or_else(|| "{}".into()));
         }
         reply
-    }
-
-    fn decide(
-        &mut self,
-        sandbox: bool,
-        token: &str,
-        query: &str,
-        body: Result<Body, String>,
-        arrived: Instant,
-    ) -> Response {
-        if let Some(r) = self.gate(token, arrived) {
-            return r;
-        }
-        let faults = self.cfg.faults.clone();
-        let body = match body {
-            Ok(b) => b,
-            Err(why) => return answer(90018, &format!("invalid param: {why}")),
-        };
-        if check_bill_no(&body.bill_no).is_err() {
-            return answer(90018, "invalid param: bill_no");
-        }
-        let params = CancelParams {
-            openid: &body.openid,
-            appid: &body.appid,
-            offer_id: &body.offer_id,
-            ts: body.ts,
-            zone_id: &body.zone_id,
-            pf: &body.pf,
-            bill_no: &body.bill_no,
-            user_ip: body.user_ip.as_deref(),
-            pay_item: body.pay_item.as_deref(),
-        };
-        let key = if sandbox { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
-        let signer = Signer::new(key, sandbox);
-        if signer.sig(&params) != body.sig.as_str() {
-            return answer(90011, "sig error");
-        }
-        let session_key = self.cfg.session_keys.get(&body.openid);
-        match (&body.mp_sig, session_key, self.cfg.sessions) {
-            (Some(mp), Some(k), _) if signer.mp_sig(&params, &body.sig, token, k) != mp.as_str() => {
-                return answer(90009, "mp_sig error")
-            }
-            (Some(_), None, SessionPolicy::Strict) | (None, _, SessionPolicy::Strict) => {
-                return answer(90010, "user not login or session expired")
-            }
-            _ => {}
-        }
-        if picked(&body.bill_no, faults.processing_share) {
-            return answer(90016, "order is processing");
-        }
-        let state = self.orders.entry(body.bill_no.clone()).or_insert_with(|| self.cfg.default_state.clone());
-        let reply = match state {
-            OrderState::Deducted => {
-                *state = OrderState::Cancelled;
-                *self.stats.cancels.entry(body.bill_no.clone()).or_default() += 1;
-                answer(0, "ok")
-            }
-            OrderState::Cancelled => answer(90015, "order has been returned"),
-            OrderState::Confirmed => answer(90014, "order has been paid and confirmed"),
-            OrderState::Processing(n) => {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    *state = OrderState::Deducted;
-                }
-                answer(90016, "order is processing")
-            }
-            OrderState::Unknown => answer(90000, "order not exist"),
-            OrderState::Errcode(c) => answer(*c, "simulated error"),
-            OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
-            OrderState::Remaining(_) => answer(90018, "invalid param: a v2 deduction cancelled with v1"),
-        };
-        self.deliver(&body.bill_no, reply)
-    }
-
-    /// A Virtual Payment 2.0 cancel (SPEC §1.5), after [`State::gate`].
-    fn decide_v2(&mut self, query: &str, body: &[u8], parsed: Result<BodyV2, String>) -> Response {
-        let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
-        let b = match parsed {
-            Ok(b) => b,
-            Err(why) => return answer(90018, &format!("invalid param: {why}")),
-        };
-        if param("sig_method") != Some("hmac_sha256") {
-            return answer(90018, "invalid param: sig_method");
-        }
-        for (name, v) in [("pay_bill_no", &b.pay_bill_no), ("bill_no", &b.bill_no)] {
-            if v2::check_bill_no(name, v).is_err() {
-                return answer(90018, &format!("invalid param: {name}"));
-            }
-        }
-        let key = if b.env == 1 { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
-        let text = String::from_utf8_lossy(body);
-        if param("pay_sig") != Some(v2::pay_sig(key, &text).as_str()) {
-            return answer(90011, "pay_sig error");
-        }
-        // Like v1's mp_sig: checked when the user's session key is known;
-        // an unknown user's session has expired only with --strict-sessions.
-        match self.cfg.session_keys.get(&b.openid) {
-            None if self.cfg.sessions == SessionPolicy::Strict => return answer(90016, "session key expired"),
-            None => {}
-            Some(k) if param("signature") != Some(v2::signature(k, &text).as_str()) => {
-                return answer(90010, "signature error")
-            }
-            Some(_) => {}
-        }
-        if self.cancellations.contains_key(&b.bill_no) {
-            return self.deliver(&b.bill_no, answer(90012, "this cancellation was already processed"));
-        }
-        let default = self.cfg.default_state.clone();
-        let state = self.orders.entry(b.pay_bill_no.clone()).or_insert(default);
-        let reply = match state {
-            OrderState::Unknown => answer(90000, "pay_bill_no not exist"),
-            OrderState::Errcode(c) => answer(*c, "simulated error"),
-            OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
-            _ => {
-                let left = match state {
-                    OrderState::Remaining(n) => *n,
-                    OrderState::Cancelled | OrderState::Confirmed => 0,
-                    _ => self.cfg.v2_remaining,
-                };
-                if b.amount > left {
-                    answer(90018, &format!("invalid param: amount {} above the {left} left", b.amount))
-                } else {
-                    *state = OrderState::Remaining(left - b.amount);
-                    self.cancellations.insert(b.bill_no.clone(), b.amount);
-                    *self.stats.cancels.entry(b.bill_no.clone()).or_default() += 1;
-                    answer(0, "ok")
-                }
-            }
-        };
-        self.deliver(&b.bill_no, reply)
-    }
-
-    fn cancel_v2(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
-        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
-        let parsed = parse_body_v2(body);
-        let entry = LogEntry {
-            at: arrived.duration_since(started).as_secs_f64(),
-            sandbox: parsed.as_ref().is_ok_and(|b| b.env == 1),
-            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
-            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
-            mp_sig: true,
-            status: 200,
-            errcode: None,
-        };
-        let response = match self.gate(token, arrived) {
-            Some(r) => r,
-            None => self.decide_v2(query, body, parsed),
-        };
-        self.log(entry.answered(&response));
-        response
     }
 
     fn stable_token(&mut self, body: &[u8]) -> Response {
