@@ -196,3 +196,22 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 pub fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// One line per input row, each row once.
+pub fn assert_one_line_per_row(r: &Results, rows: usize) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for row in &r.rows {
+        *seen.entry(row["row"].parse().unwrap()).or_default() += 1;
+    }
+    assert_eq!(r.rows.len(), rows, "one line per input row");
+    assert!((1..=rows as u64).all(|n| seen.get(&n) == Some(&1)), "every row exactly once");
+}
+
+/// Kills a live run (SIGKILL) once `output` has `lines` lines; returns how
+/// many result lines it left.
+pub fn kill_part_way(w: &Workdir, mut child: std::process::Child, output: &str, lines: usize) -> usize {
+    w.wait_for_lines(output, lines);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    Results::read(&w.path(output)).rows.len()
+}

@@ -1,30 +1,16 @@
 //! Never lose a row: SIGKILL and SIGINT part-way through a real process, then
 //! `--resume`; torn lines; refusals that protect the audit record.
 
-use crate::harness::{sim_config, start, stderr_of, Results, Workdir};
+use crate::harness::{assert_one_line_per_row, kill_part_way, sim_config, start, stderr_of, Results, Workdir};
 use midas_cancel::sim::OrderState;
-use std::collections::HashMap;
-
-/// One line per input row, each row once.
-fn assert_one_line_per_row(r: &Results, rows: usize) {
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for row in &r.rows {
-        *seen.entry(row["row"].parse().unwrap()).or_default() += 1;
-    }
-    assert_eq!(r.rows.len(), rows, "one line per input row");
-    assert!((1..=rows as u64).all(|n| seen.get(&n) == Some(&1)), "every row exactly once");
-}
 
 #[test]
 fn sigkill_part_way_then_resume_completes_exactly_once() {
     let w = Workdir::new();
     w.orders("in.csv", 300);
     let sim = start(sim_config());
-    let mut child = w.spawn_live("in.csv", "out.csv", &sim, &["--rate", "100"]);
-    w.wait_for_lines("out.csv", 60);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = Results::read(&w.path("out.csv")).rows.len();
+    let child = w.spawn_live("in.csv", "out.csv", &sim, &["--rate", "100"]);
+    let before = kill_part_way(&w, child, "out.csv", 60);
     assert!(before < 300, "killed part-way ({before} rows written)");
 
     w.live("in.csv", "out.csv", &sim).arg("--resume").assert().code(0);

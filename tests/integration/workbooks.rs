@@ -4,7 +4,7 @@
 //! minimal OpenDocument ZIP. (.xls and .xlsb cannot be written from Rust
 //! here; calamine reads them through the same code path.)
 
-use crate::harness::{sim_config, start, stderr_of, Results, Workdir};
+use crate::harness::{assert_one_line_per_row, kill_part_way, sim_config, start, stderr_of, Results, Workdir};
 use calamine::{Data, Reader};
 use midas_cancel::sim::OrderState;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
@@ -362,16 +362,10 @@ fn a_workbook_run_killed_part_way_resumes_exactly_once() {
     }
     workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
     let sim = start(sim_config());
-    let mut child = w.spawn_live("orders.xlsx", "out.csv", &sim, &["--rate", "100"]);
-    w.wait_for_lines("out.csv", 60);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = Results::read(&w.path("out.csv")).rows.len();
+    let child = w.spawn_live("orders.xlsx", "out.csv", &sim, &["--rate", "100"]);
+    let before = kill_part_way(&w, child, "out.csv", 60);
     assert!(before < 300, "killed part-way ({before} rows written)");
     w.live("orders.xlsx", "out.csv", &sim).arg("--resume").assert().code(0);
-    let r = Results::read(&w.path("out.csv"));
-    let mut rows: Vec<u64> = r.rows.iter().map(|l| l["row"].parse().unwrap()).collect();
-    rows.sort_unstable();
-    assert_eq!(rows, (1..=300).collect::<Vec<u64>>(), "every row exactly once");
+    assert_one_line_per_row(&Results::read(&w.path("out.csv")), 300);
     assert!(sim.stats().cancelled_once(300), "every order cancelled, once");
 }
