@@ -10,7 +10,7 @@ use super::Field;
 use calamine::{Data, Reader};
 use std::borrow::Cow;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The largest integer a numeric cell is trusted to hold exactly: Excel
 /// keeps 15 significant digits, so a longer number may already have lost
@@ -26,6 +26,12 @@ pub struct Sheet {
     cells: calamine::Range<Data>,
     /// The formulas' text where cells hold one (the values are cached results).
     formulas: calamine::Range<String>,
+    /// Cell styles (.xlsx only): a number shown through a format such as
+    /// `00000` is not what the sheet shows. Read on first need (a number in
+    /// an API column): reading them is another pass over the sheet.
+    styles: OnceLock<Option<calamine::StyleRange>>,
+    /// The open .xlsx, kept until its styles are read.
+    xlsx: Mutex<Option<calamine::Xlsx<Cursor<Arc<[u8]>>>>>,
 }
 
 impl Sheet {
@@ -54,7 +60,11 @@ impl Sheet {
         let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
         // Not every format keeps formulas apart from their values: then none are known.
         let formulas = book.worksheet_formula(&name).unwrap_or_default();
-        Ok(Sheet { name, format, cells, formulas })
+        let xlsx = match book {
+            calamine::Sheets::Xlsx(x) => Some(x),
+            _ => None,
+        };
+        Ok(Sheet { name, format, cells, formulas, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
     }
 
     /// Rows of the sheet's used range (the header row included).
@@ -79,6 +89,21 @@ impl Sheet {
 
     fn is_formula(&self, row: u32, col: u32) -> bool {
         self.formulas.get_value((row, col)).is_some_and(|f| !f.is_empty())
+    }
+
+    /// The number format of a cell, unless it shows an integer as its own
+    /// digits (General, `0`, `#,##0`, `0.00`): zero padding (`00000`),
+    /// percentages, scaling, scientific and custom formats show digits the
+    /// cell does not hold.
+    fn shaping_format(&self, row: u32, col: u32) -> Option<&str> {
+        const PLAIN: [&str; 8] = ["", "General", "@", "0", "0.0", "0.00", "#,##0", "#,##0.00"];
+        let styles = self.styles.get_or_init(|| {
+            let mut xlsx = self.xlsx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+            xlsx.worksheet_style(&self.name).ok()
+        });
+        let style = styles.as_ref()?.get((row, col))?;
+        let code = style.number_format.as_ref()?.format_code.as_str();
+        (!PLAIN.contains(&code)).then_some(code)
     }
 }
 
@@ -131,7 +156,12 @@ impl SheetRow<'_> {
                 continue;
             }
             let field = fields.get(i).copied().flatten();
-            match field.map(|f| api_text(cell, self.sheet.is_formula(self.row, col), f)) {
+            let hazard = |f| {
+                let number = matches!(cell, Data::Int(_) | Data::Float(_));
+                let format = if number { self.sheet.shaping_format(self.row, col) } else { None };
+                api_text(cell, self.sheet.is_formula(self.row, col), format, f)
+            };
+            match field.map(hazard) {
                 Some(Err(why)) => {
                     problems.push(format!("{}: {why}", self.sheet.address(self.row, col)));
                     record.push_field("");
@@ -212,8 +242,17 @@ fn exact_integer(f: f64) -> Option<i64> {
 }
 
 /// The text of a cell in a column the API reads, or why it cannot be sent.
-fn api_text(cell: &Data, formula: bool, field: Field) -> Result<Cow<'_, str>, String> {
+/// `format`: the number format a number cell is shown through, when it is
+/// not plain digits.
+fn api_text<'a>(cell: &'a Data, formula: bool, format: Option<&str>, field: Field) -> Result<Cow<'a, str>, String> {
     let name = field.name();
+    if let Some(code) = format {
+        return Err(format!(
+            "{name} is a number shown through the number format `{code}`, so the sheet may show other digits than \
+             the cell holds ({}): format the {name} column as Text in the source export and export again",
+            cell_text(cell)
+        ));
+    }
     let number = |f: f64| {
         let (shown, why) = if f.fract() != 0.0 && f.abs() < EXACT_BELOW {
             (f.to_string(), "has a fraction")
@@ -285,7 +324,7 @@ mod tests {
 
     #[test]
     fn numbers_in_api_columns_must_be_exact_integers() {
-        let ok = |d: Data| api_text(&d, false, Field::BillNo).map(Cow::into_owned);
+        let ok = |d: Data| api_text(&d, false, None, Field::BillNo).map(Cow::into_owned);
         assert_eq!(ok(Data::Float(123456789012345.0)).unwrap(), "123456789012345");
         assert_eq!(ok(Data::Int(42)).unwrap(), "42");
         assert_eq!(ok(Data::Float(60.0)).unwrap(), "60");

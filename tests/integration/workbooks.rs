@@ -19,6 +19,8 @@ enum Cell {
     NaFormula,
     /// A formula whose cached value is this text.
     Formula(&'static str),
+    /// A number shown through a number format.
+    Shown(f64, &'static str),
 }
 
 fn put(sheet: &mut Worksheet, row: u32, col: u16, cell: &Cell) {
@@ -33,6 +35,9 @@ fn put(sheet: &mut Worksheet, row: u32, col: u16, cell: &Cell) {
         Bool => sheet.write_boolean(row, col, true).map(|_| ()),
         NaFormula => {
             sheet.write_formula(row, col, rust_xlsxwriter::Formula::new("=NA()").set_result("#N/A")).map(|_| ())
+        }
+        Shown(n, format) => {
+            sheet.write_number_with_format(row, col, *n, &Format::new().set_num_format(*format)).map(|_| ())
         }
         Formula(v) => sheet.write_formula(row, col, rust_xlsxwriter::Formula::new("=\"x\"").set_result(*v)).map(|_| ()),
     }
@@ -128,8 +133,9 @@ fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
         vec![Formula("B007"), Text("oUSER7"), Text("1"), Text("")], // 7: a formula's cached value
         vec![Text("B008"), Text("oUSER8"), Bool, Text("")], // 8: TRUE in zone_id
         vec![Text("B009"), Text("oUSER9"), Num(1.5), Text("")], // 9: a fraction
-        vec![],                                             // 10: blank, skipped
-        vec![Text("B001"), Text("oUSER1"), Text("1"), Text("")], // 11: a duplicate
+        vec![Shown(123.0, "00000"), Text("oUSER10"), Shown(1.0, "0.00"), Text("")], // 10: shows 00123
+        vec![],                                             // 11: blank, skipped
+        vec![Text("B001"), Text("oUSER1"), Text("1"), Text("")], // 12: a duplicate
     ];
     workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
     let out = w.dry_run("orders.xlsx", "out.csv").output().unwrap();
@@ -141,6 +147,7 @@ fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
         [
             "signed",
             "signed",
+            "invalid_input",
             "invalid_input",
             "invalid_input",
             "invalid_input",
@@ -163,11 +170,13 @@ fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
         ("Sheet1!A7: bill_no is a formula", "paste it as values"),
         ("Sheet1!C8: zone_id is a TRUE/FALSE cell", ""),
         ("Sheet1!C9: zone_id is stored as a number (1.5) that has a fraction", "format the zone_id column as Text"),
+        ("Sheet1!A10: bill_no is a number shown through the number format `00000`", "(123)"),
     ] {
         assert!(err.contains(want) && err.contains(why), "missing `{want}` … `{why}` in:\n{err}");
     }
     // A row's own problem names the spreadsheet row, not a line.
-    assert!(err.contains("Sheet1 row 11: bill_no `B001` already appeared on row 1"), "{err}");
+    assert!(err.contains("Sheet1 row 12: bill_no `B001` already appeared on row 1"), "{err}");
+    assert!(!err.contains("Sheet1!C10"), "an integer shown as 1.00 is still 1: {err}");
 }
 
 #[test]
