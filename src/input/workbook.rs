@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// its last digits (and beyond 2^53 a double cannot hold every integer).
 const EXACT_BELOW: f64 = 1e15;
 
+/// An .xlsx workbook open over its bytes in memory.
+type OpenXlsx = calamine::Xlsx<Cursor<Arc<[u8]>>>;
+
 /// One worksheet of a workbook, read whole (calamine parses a sheet at once).
 pub struct Sheet {
     /// The sheet's name, for messages and cell addresses.
@@ -31,7 +34,7 @@ pub struct Sheet {
     /// an API column): reading them is another pass over the sheet.
     styles: OnceLock<Option<calamine::StyleRange>>,
     /// The open .xlsx, kept until its styles are read.
-    xlsx: Mutex<Option<calamine::Xlsx<Cursor<Arc<[u8]>>>>>,
+    xlsx: Mutex<Option<OpenXlsx>>,
 }
 
 impl Sheet {
