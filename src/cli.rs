@@ -84,6 +84,8 @@ Exit status: 0 every row done, 1 some rows need attention, 3 rows never attempte
 Examples:
   midas-cancel report results.csv --sum amount_fen
   midas-cancel report results.csv --json
+  # a workbook for finance: Summary and Results sheets
+  midas-cancel report results.csv --sum amount_fen --xlsx results.xlsx
   # run the users whose sessions expired again, with fresh session keys
   midas-cancel report results.csv --only session_expired,mp_sig_error -o retry.csv
   midas-cancel run retry.csv -o retry-results.csv --config game.toml --session-keys fresh.csv";
@@ -97,7 +99,8 @@ pub struct ReportArgs {
     #[arg(long, conflicts_with = "only")]
     pub json: bool,
 
-    /// Write the input columns of the rows in these categories as a CSV that `run` takes back.
+    /// Write the input columns of the rows in these categories as a CSV (or, with -o FILE.xlsx, a
+    /// workbook) that `run` takes back.
     #[arg(long, value_enum, value_name = "CATEGORY", value_delimiter = ',')]
     pub only: Vec<crate::category::Category>,
 
@@ -220,7 +223,9 @@ Examples:
   midas-cancel run orders.csv -o results.csv --config game.toml
   midas-cancel run orders.csv -o results.csv --config game.toml --resume
   # Virtual Payment 2.0
-  midas-cancel run orders.csv -o results.csv --config game.toml --api v2";
+  midas-cancel run orders.csv -o results.csv --config game.toml --api v2
+  # the export as it is: a workbook, its sheet named
+  midas-cancel run orders.xlsx --sheet 订单 -o results.csv --config game.toml";
 
 /// Options that say how to read the order export.
 #[derive(Debug, Args, Clone, Default)]
@@ -265,7 +270,7 @@ pub struct InputArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Orders CSV, or `-` for standard input.
+    /// Orders CSV or workbook (.xlsx, .xls, .xlsb, .ods), or `-` for standard input.
     pub input: PathBuf,
 
     #[command(flatten)]
@@ -274,7 +279,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Orders CSV, or `-` for standard input.
+    /// Orders CSV or workbook (.xlsx, .xls, .xlsb, .ods), or `-` for standard input.
     pub input: PathBuf,
 
     /// Results CSV to write (must not exist yet, unless --resume).
