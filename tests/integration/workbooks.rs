@@ -236,6 +236,14 @@ fn report_xlsx_holds_every_line_in_input_order_and_a_summary() {
     assert_eq!(sheet[0], headers);
     assert_eq!(&sheet[1..], &lines[..], "Results sheet equals the results file, in input order");
 
+    // Header frozen, autofilter on, columns sized: in the sheet's own XML.
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(w.path("report.xlsx")).unwrap()).unwrap();
+    let mut xml = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("xl/worksheets/sheet2.xml").unwrap(), &mut xml).unwrap();
+    assert!(xml.contains(r#"state="frozen""#) && xml.contains(r#"ySplit="1""#), "header frozen: {xml:.400}");
+    assert!(xml.contains("<autoFilter ref=\"A1:"), "autofilter on");
+    assert!(xml.contains("<col ") && xml.contains("customWidth=\"1\""), "column widths set");
+
     let summary = read_sheet(&w.path("report.xlsx"), "Summary");
     let find =
         |k: &str| summary.iter().find(|r| r[0] == k).unwrap_or_else(|| panic!("no `{k}` in {summary:?}")).clone();
