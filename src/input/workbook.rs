@@ -248,6 +248,18 @@ fn exact_integer(f: f64) -> Option<i64> {
 /// `format`: the number format a number cell is shown through, when it is
 /// not plain digits.
 fn api_text<'a>(cell: &'a Data, formula: bool, format: Option<&str>, field: Field) -> Result<Cow<'a, str>, String> {
+    let text = cell_as_id(cell, formula, format, field);
+    if field == Field::SessionKey && text.is_err() {
+        // A session key is a secret: its value is never repeated.
+        return Err("session_key is not a text cell (a number, date, formula or error): format the column as \
+                    Text and export again"
+            .to_string());
+    }
+    text
+}
+
+/// [`api_text`], with messages that show the cell's value.
+fn cell_as_id<'a>(cell: &'a Data, formula: bool, format: Option<&str>, field: Field) -> Result<Cow<'a, str>, String> {
     let name = field.name();
     if let Some(code) = format {
         return Err(format!(
@@ -336,6 +348,14 @@ mod tests {
             let m = ok(bad.clone()).unwrap_err();
             assert!(m.contains("format the bill_no column as Text"), "{bad:?}: {m}");
         }
+    }
+
+    #[test]
+    fn a_session_key_cell_is_never_repeated() {
+        let secret = Data::Float(98765432109876543.0);
+        let m = api_text(&secret, false, None, Field::SessionKey).unwrap_err();
+        assert!(!m.contains("9.87") && !m.contains("98765"), "{m}");
+        assert!(m.contains("session_key is not a text cell"), "{m}");
     }
 
     #[test]
