@@ -10,6 +10,7 @@ use crate::category::Category;
 use crate::output::unguard;
 use anyhow::Context as _;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
+use std::borrow::Cow;
 use std::path::Path;
 
 /// Rows a worksheet holds, its header row included.
@@ -18,15 +19,15 @@ const SHEET_ROWS: usize = 1_048_576;
 const MIN_WIDTH: usize = 6;
 const MAX_WIDTH: usize = 60;
 
-/// The lines of a results file as text cells, in input row order.
-fn lines_in_row_order(file: &mut Opened, keep: impl Fn(Category) -> bool) -> anyhow::Result<Vec<(u64, Vec<String>)>> {
+/// The lines of a results file, in input row order (held as the compact
+/// records the reader gives, about a line's bytes each).
+fn lines_in_row_order(file: &mut Opened, keep: impl Fn(Category) -> bool) -> anyhow::Result<Vec<csv::ByteRecord>> {
     let row_col = file.cols.row;
     let mut lines = Vec::new();
     file.lines(|category, rec| {
         if keep(category) {
-            let cell = |b: &[u8]| unguard(&String::from_utf8_lossy(b)).to_string();
             let row = std::str::from_utf8(rec.get(row_col).unwrap_or(b"")).ok().and_then(|r| r.parse().ok());
-            lines.push((row.unwrap_or(u64::MAX), rec.iter().map(cell).collect()));
+            lines.push((row.unwrap_or(u64::MAX), rec.clone()));
         }
         Ok(())
     })?;
@@ -39,31 +40,31 @@ fn lines_in_row_order(file: &mut Opened, keep: impl Fn(Category) -> bool) -> any
             SHEET_ROWS - 1
         );
     }
-    Ok(lines)
+    Ok(lines.into_iter().map(|(_, rec)| rec).collect())
 }
 
-/// Writes a header row and text rows to `sheet`: header frozen, autofilter
-/// on, each column as wide as its widest cell (within bounds).
+/// A results cell as text, its formula guard undone.
+fn results_cell(rec: &csv::ByteRecord, i: usize) -> Cow<'_, str> {
+    match String::from_utf8_lossy(rec.get(i).unwrap_or(b"")) {
+        Cow::Borrowed(s) => Cow::Borrowed(unguard(s)),
+        Cow::Owned(s) => Cow::Owned(unguard(&s).to_string()),
+    }
+}
+
+/// Writes a header row and `rows` rows of text cells (`cell(row, column)`)
+/// to `sheet`: header frozen, autofilter on, each column as wide as its
+/// widest cell (within bounds). Widths are measured first, so that a sheet
+/// in constant-memory mode gets them before its rows.
 fn write_table<'a>(
     sheet: &mut Worksheet,
     headers: &[String],
-    rows: impl Iterator<Item = &'a [String]>,
+    rows: usize,
+    cell: impl Fn(usize, usize) -> Cow<'a, str>,
 ) -> Result<(), rust_xlsxwriter::XlsxError> {
-    let bold = Format::new().set_bold();
     let mut widths: Vec<usize> = headers.iter().map(|h| display_width(h)).collect();
-    for (c, h) in headers.iter().enumerate() {
-        sheet.write_string_with_format(0, col(c), h, &bold)?;
-    }
-    let mut last = 0u32;
-    for (r, cells) in rows.enumerate() {
-        last = r as u32 + 1;
-        for (c, cell) in cells.iter().enumerate() {
-            if !cell.is_empty() {
-                sheet.write_string(last, col(c), cell)?;
-            }
-            if let Some(w) = widths.get_mut(c) {
-                *w = (*w).max(display_width(cell));
-            }
+    for r in 0..rows {
+        for (c, w) in widths.iter_mut().enumerate() {
+            *w = (*w).max(display_width(&cell(r, c)));
         }
     }
     for (c, w) in widths.iter().enumerate() {
@@ -71,7 +72,19 @@ fn write_table<'a>(
     }
     sheet.set_freeze_panes(1, 0)?;
     if !headers.is_empty() {
-        sheet.autofilter(0, 0, last, col(headers.len() - 1))?;
+        sheet.autofilter(0, 0, rows as u32, col(headers.len() - 1))?;
+    }
+    let bold = Format::new().set_bold();
+    for (c, h) in headers.iter().enumerate() {
+        sheet.write_string_with_format(0, col(c), h, &bold)?;
+    }
+    for r in 0..rows {
+        for c in 0..headers.len() {
+            let text = cell(r, c);
+            if !text.is_empty() {
+                sheet.write_string(r as u32 + 1, col(c), text)?;
+            }
+        }
     }
     Ok(())
 }
@@ -114,7 +127,8 @@ pub fn write_report(results: &Path, sum: Option<&str>, out: std::fs::File) -> an
     }
 
     let sheet = book.add_worksheet().set_name("Summary")?;
-    write_table(sheet, &headers, table.iter().map(Vec::as_slice))?;
+    let cell = |r: usize, c: usize| Cow::Borrowed(table[r].get(c).map_or("", String::as_str));
+    write_table(sheet, &headers, table.len(), cell)?;
     // Below the table: what the run was, one fact a row.
     let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     for (i, (what, value)) in about(&file, &lines, &summary).into_iter().enumerate() {
@@ -127,8 +141,8 @@ pub fn write_report(results: &Path, sum: Option<&str>, out: std::fs::File) -> an
     }
     sheet.set_column_width(0, 24)?;
     sheet.set_column_width(1, 20)?;
-    let sheet = book.add_worksheet().set_name("Results")?;
-    write_table(sheet, &file.cols.headers, lines.iter().map(|(_, cells)| cells.as_slice()))?;
+    let sheet = book.add_worksheet_with_constant_memory()?.set_name("Results")?;
+    write_table(sheet, &file.cols.headers, lines.len(), |r, c| results_cell(&lines[r], c))?;
     book.save_to_writer(out).context("cannot write the workbook")?;
     Ok(lines.len() as u64)
 }
@@ -141,7 +155,7 @@ enum Fact {
 }
 
 /// What the Summary sheet says about the run, as (what, value).
-fn about(file: &Opened, lines: &[(u64, Vec<String>)], summary: &super::Summary) -> Vec<(&'static str, Fact)> {
+fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &super::Summary) -> Vec<(&'static str, Fact)> {
     let column = |name: &str| file.cols.headers.iter().rposition(|h| h == name);
     let text = |s: &str| Fact::Text(s.to_string());
     let mut about = vec![
@@ -161,14 +175,14 @@ fn about(file: &Opened, lines: &[(u64, Vec<String>)], summary: &super::Summary) 
         about.push(("input sha256", text(&fp.input_sha256)));
     }
     let ts: Vec<i64> =
-        column("ts").map_or_else(Vec::new, |i| lines.iter().filter_map(|(_, l)| l[i].parse().ok()).collect());
+        column("ts").map_or_else(Vec::new, |i| lines.iter().filter_map(|l| results_cell(l, i).parse().ok()).collect());
     if let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) {
         about.push(("first request (UTC)", Fact::Time(first)));
         about.push(("last request (UTC)", Fact::Time(last)));
     }
     if let Some(i) = column("attempts").filter(|_| summary.kind == Kind::Live) {
-        let attempts: u64 = lines.iter().filter_map(|(_, l)| l[i].parse::<u64>().ok()).sum();
-        let sent = lines.iter().filter(|(_, l)| l[i].parse::<u64>().is_ok_and(|a| a > 0)).count();
+        let attempts: u64 = lines.iter().filter_map(|l| results_cell(l, i).parse::<u64>().ok()).sum();
+        let sent = lines.iter().filter(|l| results_cell(l, i).parse::<u64>().is_ok_and(|a| a > 0)).count();
         about.push(("requests sent", Fact::Text(attempts.to_string())));
         about.push(("rows sent at least once", Fact::Text(sent.to_string())));
     }
@@ -182,9 +196,10 @@ pub fn write_only(results: &Path, categories: &[Category], out: std::fs::File) -
     let input = file.cols.input.clone();
     let lines = lines_in_row_order(&mut file, |c| categories.contains(&c))?;
     let mut book = Workbook::new();
-    let sheet = book.add_worksheet().set_name("Orders")?;
-    let rows: Vec<&[String]> = lines.iter().map(|(_, cells)| &cells[input.clone()]).collect();
-    write_table(sheet, &file.cols.headers[input], rows.into_iter())?;
+    let sheet = book.add_worksheet_with_constant_memory()?.set_name("Orders")?;
+    write_table(sheet, &file.cols.headers[input.clone()], lines.len(), |r, c| {
+        results_cell(&lines[r], input.start + c)
+    })?;
     book.save_to_writer(out).context("cannot write the workbook")?;
     Ok(lines.len() as u64)
 }
