@@ -436,7 +436,16 @@ impl Input {
         let mut first = csv::StringRecord::new();
         loop {
             let Some(row) = rows.next_row() else {
-                return Err(InputError::Empty { path: self.display.clone() });
+                let others = sheet.others.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
+                let message = match others.is_empty() {
+                    true => format!("sheet `{}` is empty: it needs a header row naming the columns", sheet.name),
+                    false => format!(
+                        "sheet `{}` is empty; choose the sheet with the orders with --sheet NAME (the others: {})",
+                        sheet.name,
+                        others.join(", ")
+                    ),
+                };
+                return Err(InputError::Workbook { path: self.display.clone(), message });
             };
             if row.is_blank() {
                 continue;

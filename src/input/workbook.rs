@@ -24,6 +24,8 @@ type OpenXlsx = calamine::Xlsx<Cursor<Arc<[u8]>>>;
 pub struct Sheet {
     /// The sheet's name, for messages and cell addresses.
     pub name: String,
+    /// The workbook's other sheets, for messages.
+    pub others: Vec<String>,
     /// What the workbook is, e.g. "Excel workbook (.xlsx)".
     pub format: &'static str,
     cells: calamine::Range<Data>,
@@ -53,12 +55,18 @@ impl Sheet {
             calamine::Sheets::Ods(_) => "OpenDocument spreadsheet (.ods)",
         };
         let names = book.sheet_names();
+        // By default the first sheet a person sees: not a hidden one, nor a chart.
+        let shown = book
+            .sheets_metadata()
+            .iter()
+            .find(|s| s.visible == calamine::SheetVisible::Visible && s.typ == calamine::SheetType::WorkSheet)
+            .map(|s| s.name.clone());
         let name =
             match sheet {
                 Some(wanted) => names.iter().find(|n| n.as_str() == wanted).cloned().ok_or_else(|| {
                     format!("it has no sheet named `{wanted}`; its sheets are: {}", quoted_list(&names))
                 })?,
-                None => names.first().cloned().ok_or("it has no sheets")?,
+                None => shown.or_else(|| names.first().cloned()).ok_or("it has no sheets")?,
             };
         let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
         // Not every format keeps formulas apart from their values: then none are known.
@@ -67,7 +75,8 @@ impl Sheet {
             calamine::Sheets::Xlsx(x) => Some(x),
             _ => None,
         };
-        Ok(Sheet { name, format, cells, formulas, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
+        let others = names.into_iter().filter(|n| *n != name).collect();
+        Ok(Sheet { name, others, format, cells, formulas, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
     }
 
     /// Rows of the sheet's used range (the header row included).

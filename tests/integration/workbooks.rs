@@ -386,3 +386,34 @@ fn a_workbook_run_killed_part_way_resumes_exactly_once() {
     assert_one_line_per_row(&Results::read(&w.path("out.csv")), 300);
     assert!(sim.stats().cancelled_once(300), "every order cancelled, once");
 }
+
+#[test]
+fn the_default_sheet_is_the_first_one_a_person_sees() {
+    let w = Workdir::new();
+    let mut book = Workbook::new();
+    let lists = book.add_worksheet().set_name("lists").unwrap();
+    lists.write_string(0, 0, "zone names").unwrap();
+    lists.set_hidden(true);
+    let orders = book.add_worksheet().set_name("orders").unwrap();
+    for (r, row) in [["bill_no", "openid", "zone_id"], ["B001", "oUSER1", "1"]].iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            orders.write_string(r as u32, c as u16, *v).unwrap();
+        }
+    }
+    orders.set_active(true);
+    book.save(w.path("hidden.xlsx")).unwrap();
+    w.dry_run("hidden.xlsx", "out.csv").assert().success();
+    assert_eq!(Results::read(&w.path("out.csv")).column("bill_no"), ["B001"]);
+
+    // An empty sheet says which others there are.
+    workbook(&w.path("empty.xlsx"), &[("blank", vec![]), ("orders", text_rows(ORDERS))]);
+    let out = w.dry_run("empty.xlsx", "out2.csv").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_of(&out).contains(
+            "sheet `blank` is empty; choose the sheet with the orders with --sheet NAME (the others: `orders`)"
+        ),
+        "{}",
+        stderr_of(&out)
+    );
+}
