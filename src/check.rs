@@ -1,7 +1,7 @@
 //! `check`: validate an export row by row without signing or sending.
 
 use crate::input::{Classifier, InputConfig, Verdict};
-use crate::tally::Tally;
+use crate::results::tally::Tally;
 use std::io::Write;
 
 /// Writes one line per bad row to `out`, then a summary line; returns the

@@ -14,10 +14,10 @@
 use crate::category::Category;
 use crate::config::RunConfig;
 use crate::input::{validate, Classifier, Facts, Field, Header, RawRow, RowBatch, Validated};
-use crate::output::{DrySigned, DryV2, Layout, ResultsWriter};
 use crate::reporter::Reporter;
 use crate::request::Signing;
-use crate::tally::Tally;
+use crate::results::output::{DrySigned, DryV2, Layout, ResultsWriter};
+use crate::results::tally::Tally;
 use anyhow::Context as _;
 use rayon::prelude::*;
 use std::io::Write as _;

@@ -5,7 +5,7 @@
 use crate::api::{cancel_body, v2, ApiKind};
 use crate::category::Category;
 use crate::input::{MpSigMode, OrderRef, Rules};
-use crate::output::{DrySigned, DryV2};
+use crate::results::output::{DrySigned, DryV2};
 use crate::secret::Secret;
 use crate::sign::{CancelParams, Signer};
 

@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module → the top-level modules its files name as `crate::x`.
+/// Every module (`results::report`, `api::v2`, `engine`) → the modules its
+/// file names as `crate::...` (the longest module path that is one). A
+/// child's `super::` is its own room and not counted.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut texts = BTreeMap::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -16,18 +18,28 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
                 stack.push(path);
                 continue;
             }
-            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
-            let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let deps = graph.entry(module.clone()).or_default();
-            for (at, _) in text.match_indices("crate::") {
-                let name: String = text[at + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
-                    .collect();
-                if !name.is_empty() && name != module {
-                    deps.insert(name);
-                }
+            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            let module = rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::");
+            if module != "lib" && module != "main" {
+                texts.insert(module, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, text) in &texts {
+        let deps = graph.entry(module.clone()).or_default();
+        for (at, _) in text.match_indices("crate::") {
+            let path: String = text[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':')
+                .collect();
+            let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let target = (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|candidate| texts.contains_key(candidate));
+            if let Some(target) = target.filter(|t| t != module) {
+                deps.insert(target);
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use super::{open, summarize, Kind, Opened};
 use crate::category::Category;
-use crate::output::unguard;
+use crate::results::output::unguard;
 use anyhow::Context as _;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
 use std::borrow::Cow;

@@ -3,8 +3,8 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::Category;
-use crate::output::{ends_with_newline, read_results, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
-use crate::tally::Tally;
+use crate::results::output::{ends_with_newline, read_results, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::results::tally::Tally;
 use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
@@ -151,7 +151,7 @@ struct Opened {
     name: String,
     ends_with_newline: bool,
     /// The run's fingerprint, when it has one (live runs).
-    fingerprint: Option<crate::fingerprint::Fingerprint>,
+    fingerprint: Option<crate::results::fingerprint::Fingerprint>,
 }
 
 impl Opened {
@@ -189,7 +189,7 @@ fn open(path: &Path) -> anyhow::Result<Opened> {
         );
     };
     let fingerprint = match cols.kind {
-        Kind::Live => crate::fingerprint::load(path),
+        Kind::Live => crate::results::fingerprint::load(path),
         Kind::DryRun => None,
     };
     Ok(Opened { rdr, cols, name, ends_with_newline, fingerprint })

@@ -7,14 +7,14 @@
 //! cancel answers 90015.
 
 use crate::input::Header;
-use crate::output::{ends_with_newline, header_row, read_results, Layout, LineShape};
-use crate::tally::Tally;
+use crate::results::output::{ends_with_newline, header_row, read_results, Layout, LineShape};
+use crate::results::tally::Tally;
 use anyhow::{bail, Context as _};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub use crate::fingerprint::{fingerprint_path, Fingerprint};
+pub use crate::results::fingerprint::{fingerprint_path, Fingerprint};
 
 /// Syncs a directory so a rename in it survives a power cut.
 fn sync_dir(path: &Path) {
