@@ -22,9 +22,9 @@ pub mod results;
 pub mod secret;
 pub mod sign;
 pub mod sim;
-pub mod token;
 
 use anyhow::Context as _;
+use api::token;
 use category::Category;
 use cli::{Cli, Command, SimulateArgs};
 use config::{Mode, RunConfig};

@@ -2,6 +2,7 @@
 //! token wire types, the HTTP transport behind the one seam the engine uses)
 //! and the switch between them; each API's own knowledge is in its module.
 
+pub mod token;
 pub mod v1;
 pub mod v2;
 

@@ -14,6 +14,7 @@
 pub mod pace;
 pub mod queue;
 
+use crate::api::token::{TokenFailure, Tokens};
 use crate::api::{Action, Transport};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
@@ -24,7 +25,6 @@ use crate::request::Signing;
 use crate::results::output::{Outcome, ResultsWriter};
 use crate::results::tally::Tally;
 use crate::secret::Redactor;
-use crate::token::{TokenFailure, Tokens};
 use anyhow::Context as _;
 use pace::{PaceChange, PaceReport, Pacer, Signal};
 use queue::RetryQueue;
