@@ -136,6 +136,7 @@ fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
         vec![Shown(123.0, "00000"), Text("oUSER10"), Shown(1.0, "0.00"), Text("")], // 10: shows 00123
         vec![],                                             // 11: blank, skipped
         vec![Text("B001"), Text("oUSER1"), Text("1"), Text("")], // 12: a duplicate
+        vec![Text("B006"), Text("oUSER6"), Text("1"), Text("")], // 13: B006's row had a bad openid cell
     ];
     workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
     let out = w.dry_run("orders.xlsx", "out.csv").output().unwrap();
@@ -154,6 +155,7 @@ fn hazards_in_api_columns_are_invalid_with_the_cell_address() {
             "invalid_input",
             "invalid_input",
             "invalid_input",
+            "duplicate",
             "duplicate"
         ]
     );
