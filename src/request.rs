@@ -7,7 +7,7 @@ use crate::category::Category;
 use crate::input::{MpSigMode, OrderRef, Rules};
 use crate::results::output::{DrySigned, DryV2};
 use crate::secret::Secret;
-use crate::sign::{CancelParams, Signer};
+use crate::sign::{CancelParams, Hex64, Signer};
 
 /// Constants every request carries.
 #[derive(Clone, Debug)]
@@ -80,6 +80,15 @@ impl Signing {
         u8::from(self.request.sandbox)
     }
 
+    /// v2's BODY for `order` at `ts`, with its `pay_sig` (the AppKey over
+    /// `URI&BODY`) and `signature` (the user's session key over BODY).
+    fn v2_signed(&self, order: &OrderRef<'_>, session_key: &str, ts: u64) -> (String, Hex64, Hex64) {
+        let body = order.v2(&self.rules, self.env(), ts).body();
+        let pay_sig = self.pay_signer.sign(&body);
+        let signature = v2::signature(session_key, &body);
+        (body, pay_sig, signature)
+    }
+
     /// The request for `order` at `ts`, signed with `token`.
     pub fn live(&self, order: &OrderRef<'_>, token: &Secret, ts: u64) -> SignedRequest {
         match self.rules.api {
@@ -95,10 +104,8 @@ impl Signing {
                 }
             }
             ApiKind::V2 => {
-                let body = order.v2(&self.rules, self.env(), ts).body();
-                let pay_sig = self.pay_signer.sign(&body);
                 // A v2 row without a session key is never sent (missing_session_key).
-                let signature = v2::signature(order.session_key.unwrap_or_default(), &body);
+                let (body, pay_sig, signature) = self.v2_signed(order, order.session_key.unwrap_or_default(), ts);
                 SignedRequest {
                     uri: v2::URI,
                     query_tail: v2::query_tail(&pay_sig, &signature),
@@ -124,9 +131,8 @@ impl Signing {
                 let mut v2 = DryV2::default();
                 // Without a session key the row is not sent (missing_session_key).
                 if let Some(key) = order.session_key {
-                    v2.body = order.v2(&self.rules, self.env(), ts).body();
-                    v2.pay_sig = Some(self.pay_signer.sign(&v2.body));
-                    v2.signature = Some(v2::signature(key, &v2.body));
+                    let (body, pay_sig, signature) = self.v2_signed(&order, key, ts);
+                    (v2.body, v2.pay_sig, v2.signature) = (body, Some(pay_sig), Some(signature));
                 }
                 v2.cancel_bill_no = order.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
                 DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) }

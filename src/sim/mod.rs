@@ -198,6 +198,20 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// A cancel's entry as it arrived, before it is answered: the parts of
+    /// its body that parsed (`bill_no`, `ts`).
+    fn arrived(at: Instant, started: Instant, sandbox: bool, parsed: Option<(&str, u64)>, mp_sig: bool) -> LogEntry {
+        LogEntry {
+            at: at.duration_since(started).as_secs_f64(),
+            sandbox,
+            bill_no: parsed.map(|(b, _)| b.to_string()).unwrap_or_default(),
+            ts_lag: parsed.map(|(_, ts)| crate::clock::unix_now_f64() - ts as f64),
+            mp_sig,
+            status: 200,
+            errcode: None,
+        }
+    }
+
     /// The entry with the HTTP status and errcode of `response` (status 0:
     /// never answered).
     fn answered(mut self, response: &Response) -> LogEntry {
@@ -208,6 +222,11 @@ impl LogEntry {
         };
         self
     }
+}
+
+/// The value of `name` in a query string.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
 }
 
 /// What the simulator has seen.

@@ -2,7 +2,7 @@
 //! the body as WeChat types it, `sig` and `mp_sig` checked with the v1
 //! signer, and the order states a v1 cancel meets.
 
-use super::{answer, picked, LogEntry, OrderState, Response, SessionPolicy, State};
+use super::{answer, picked, query_param, LogEntry, OrderState, Response, SessionPolicy, State};
 use crate::input::check_bill_no;
 use crate::sign::{CancelParams, Signer};
 use std::time::Instant;
@@ -59,17 +59,11 @@ impl State {
         arrived: Instant,
         started: Instant,
     ) -> Response {
-        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
+        let token = query_param(query, "access_token").unwrap_or("");
         let parsed = parse_body(body);
-        let entry = LogEntry {
-            at: arrived.duration_since(started).as_secs_f64(),
-            sandbox,
-            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
-            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
-            mp_sig: parsed.as_ref().is_ok_and(|b| b.mp_sig.is_some()),
-            status: 200,
-            errcode: None,
-        };
+        let seen = parsed.as_ref().ok().map(|b| (b.bill_no.as_str(), b.ts));
+        let mp_sig = parsed.as_ref().is_ok_and(|b| b.mp_sig.is_some());
+        let entry = LogEntry::arrived(arrived, started, sandbox, seen, mp_sig);
         let response = self.decide(sandbox, token, query, parsed, arrived);
         self.log(entry.answered(&response));
         response

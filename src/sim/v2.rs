@@ -2,7 +2,7 @@
 //! §1.5): the typed JSON body, `pay_sig` and `signature`, per-deduction
 //! remaining amounts, partial cancels and idempotency per cancellation id.
 
-use super::{answer, LogEntry, OrderState, Response, SessionPolicy, State};
+use super::{answer, query_param, LogEntry, OrderState, Response, SessionPolicy, State};
 use crate::api::v2;
 use std::time::Instant;
 
@@ -60,7 +60,7 @@ fn parse_body_v2(bytes: &[u8]) -> Result<BodyV2, String> {
 impl State {
     /// A Virtual Payment 2.0 cancel (SPEC §1.5), after [`State::gate`].
     fn decide_v2(&mut self, query: &str, body: &[u8], parsed: Result<BodyV2, String>) -> Response {
-        let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+        let param = |name: &str| query_param(query, name);
         let b = match parsed {
             Ok(b) => b,
             Err(why) => return answer(90018, &format!("invalid param: {why}")),
@@ -117,17 +117,11 @@ impl State {
     }
 
     pub(super) fn cancel_v2(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
-        let token = query.split('&').find_map(|kv| kv.strip_prefix("access_token=")).unwrap_or("");
+        let token = query_param(query, "access_token").unwrap_or("");
         let parsed = parse_body_v2(body);
-        let entry = LogEntry {
-            at: arrived.duration_since(started).as_secs_f64(),
-            sandbox: parsed.as_ref().is_ok_and(|b| b.env == 1),
-            bill_no: parsed.as_ref().map(|b| b.bill_no.clone()).unwrap_or_default(),
-            ts_lag: parsed.as_ref().ok().map(|b| crate::clock::unix_now_f64() - b.ts as f64),
-            mp_sig: true,
-            status: 200,
-            errcode: None,
-        };
+        let seen = parsed.as_ref().ok().map(|b| (b.bill_no.as_str(), b.ts));
+        let sandbox = parsed.as_ref().is_ok_and(|b| b.env == 1);
+        let entry = LogEntry::arrived(arrived, started, sandbox, seen, true);
         let response = match self.gate(token, arrived) {
             Some(r) => r,
             None => self.decide_v2(query, body, parsed),
