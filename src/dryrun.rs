@@ -203,7 +203,7 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
                             again.clear();
                             let mut encoder = ResultsWriter::encoder(&mut again, header, layout);
                             encoder.write_dry(raw, v.problem.is_none(), &line)?;
-                            encoder.encoded_len()?;
+                            encoder.flush()?;
                             drop(encoder);
                             out.write_all(&chunk.lines[copied..start]).context("cannot write the output")?;
                             out.write_all(&again).context("cannot write the output")?;

@@ -171,7 +171,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
             anyhow::bail!("--xlsx {}: the name must end in .xlsx (Excel goes by it)", p.display());
         }
         let summary = report::summarize(&args.results, args.sum.as_deref())?;
-        let n = report::xlsx::write_report(&args.results, args.sum.as_deref(), create_output(p, EXISTS_OTHER)?)?;
+        let n = report::xlsx::write_report(&args.results, &summary, create_output(p, EXISTS_OTHER)?)?;
         say!("{n} row(s) written to {} (sheets Summary and Results)", p.display());
         return Ok(summary.verdict());
     }

@@ -235,13 +235,15 @@ impl Input {
             (false, false) => (File::open(path).map_err(io_err)?, None),
         };
         let mut input = Input { display, file, encoding: encoding_rs::UTF_8, bom_len: 0, size: 0, sha256, sheet: None };
-        if input.read_workbook(sheet)? {
+        let head = input.head()?;
+        if workbook_magic(&head) {
+            input.read_workbook(sheet)?;
             return Ok(input);
         }
         if let Some(sheet) = sheet {
             return Err(InputError::SheetOfCsv { path: input.display.clone(), sheet: sheet.to_string() });
         }
-        input.scan(encoding)?;
+        input.scan(&head, encoding)?;
         Ok(input)
     }
 
@@ -270,23 +272,25 @@ impl Input {
         self.sheet.as_deref().map(|s| s.name.as_str())
     }
 
-    /// Reads the input as a workbook when its first bytes say it is one;
-    /// returns whether it was.
-    fn read_workbook(&mut self, sheet: Option<&str>) -> Result<bool, InputError> {
+    /// The file's first bytes (up to 8): what kind of file it is.
+    fn head(&self) -> Result<Vec<u8>, InputError> {
         let mut head = [0u8; 8];
         let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
         let n = read_up_to(&mut f, &mut head).map_err(|e| self.io_err(e))?;
-        if !workbook_magic(&head[..n]) {
-            return Ok(false);
-        }
+        Ok(head[..n].to_vec())
+    }
+
+    /// Reads the input as a workbook (its first bytes said it is one).
+    fn read_workbook(&mut self, sheet: Option<&str>) -> Result<(), InputError> {
         let mut bytes = Vec::new();
+        let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
         f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut bytes)).map_err(|e| self.io_err(e))?;
         let sheet = workbook::Sheet::read(bytes, sheet)
             .map_err(|message| InputError::Workbook { path: self.display.clone(), message })?;
         self.size = sheet.height() as u64;
         self.sheet = Some(Arc::new(sheet));
-        Ok(true)
+        Ok(())
     }
 
     /// SHA-256 of the raw bytes of the snapshot, when one was taken.
@@ -299,18 +303,14 @@ impl Input {
     }
 
     /// One pass over the raw bytes: BOM, encoding validity, size.
-    fn scan(&mut self, named: Option<EncodingName>) -> Result<(), InputError> {
-        let mut head = [0u8; 8];
-        let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
-        f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
-        let n = read_up_to(&mut f, &mut head).map_err(|e| self.io_err(e))?;
-        if n == 0 {
+    fn scan(&mut self, head: &[u8], named: Option<EncodingName>) -> Result<(), InputError> {
+        if head.is_empty() {
             return Err(InputError::Empty { path: self.display.clone() });
         }
-        if let Some(what) = not_csv(&head[..n]) {
+        if let Some(what) = not_csv(head) {
             return Err(InputError::NotCsv { path: self.display.clone(), what });
         }
-        if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) || looks_utf16(&head[..n]) {
+        if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) || looks_utf16(head) {
             return Err(InputError::Utf16 { path: self.display.clone() });
         }
         let has_bom = head.starts_with(&[0xEF, 0xBB, 0xBF]);

@@ -5,7 +5,7 @@
 //! Every cell is written as text: no formula can run and no guard quote is
 //! needed, so cells are un-guarded first; a bill_no stays its digits.
 
-use super::{open, summarize, Kind, Opened};
+use super::{open, Kind, Opened, Summary};
 use crate::category::Category;
 use crate::results::output::unguard;
 use anyhow::Context as _;
@@ -99,8 +99,8 @@ fn display_width(s: &str) -> usize {
 }
 
 /// `report RESULTS --xlsx OUT`: a Summary sheet and a Results sheet.
-pub fn write_report(results: &Path, sum: Option<&str>, out: std::fs::File) -> anyhow::Result<u64> {
-    let summary = summarize(results, sum)?;
+/// `summary` is the file's (from `report::summarize`), read once by the caller.
+pub fn write_report(results: &Path, summary: &Summary, out: std::fs::File) -> anyhow::Result<u64> {
     let mut file = open(results)?;
     let lines = lines_in_row_order(&mut file, |_| true)?;
     let mut book = Workbook::new();
@@ -131,7 +131,7 @@ pub fn write_report(results: &Path, sum: Option<&str>, out: std::fs::File) -> an
     write_table(sheet, &headers, table.len(), cell)?;
     // Below the table: what the run was, one fact a row.
     let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
-    for (i, (what, value)) in about(&file, &lines, &summary).into_iter().enumerate() {
+    for (i, (what, value)) in about(&file, &lines, summary).into_iter().enumerate() {
         let r = table.len() as u32 + 2 + i as u32;
         sheet.write_string(r, 0, what)?;
         match value {
@@ -155,7 +155,7 @@ enum Fact {
 }
 
 /// What the Summary sheet says about the run, as (what, value).
-fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &super::Summary) -> Vec<(&'static str, Fact)> {
+fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'static str, Fact)> {
     let column = |name: &str| file.cols.headers.iter().rposition(|h| h == name);
     let text = |s: &str| Fact::Text(s.to_string());
     let mut about = vec![
