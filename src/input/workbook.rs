@@ -134,11 +134,7 @@ pub struct SheetRow<'a> {
 impl SheetRow<'_> {
     /// Whether every cell is empty (or blank text), as a blank CSV line.
     pub fn is_blank(&self) -> bool {
-        self.cells().all(|c| match c {
-            Data::Empty => true,
-            Data::String(s) => s.trim().is_empty(),
-            _ => false,
-        })
+        self.cells().all(blank)
     }
 
     /// Every cell as displayed (a header row).
@@ -149,16 +145,17 @@ impl SheetRow<'_> {
         }
     }
 
-    /// The cells as text for the first `width` columns (missing ones empty),
-    /// each API column (`fields[i]`) checked; returns why the row cannot be
-    /// used, when it cannot, naming every bad cell by its address.
+    /// The cells as text for the first `width` columns (the header's, never
+    /// wider than the sheet's used range), each API column (`fields[i]`)
+    /// checked; returns why the row cannot be used, when it cannot, naming
+    /// every bad cell by its address.
     pub fn read_into(&self, width: usize, fields: &[Option<Field>], record: &mut csv::StringRecord) -> Option<String> {
         record.clear();
         let mut problems = Vec::new();
-        for (i, cell) in self.cells().enumerate().chain((self.sheet.cells.width()..width).map(|i| (i, &Data::Empty))) {
+        for (i, cell) in self.cells().enumerate() {
             let col = self.first_col + i as u32;
             if i >= width {
-                if !matches!(cell, Data::Empty) && !cell_text(cell).trim().is_empty() {
+                if !blank(cell) {
                     problems.push(format!(
                         "{}: a value in a column without a header (the header row ends at column {})",
                         self.sheet.address(self.row, col),
@@ -213,6 +210,15 @@ impl SheetRows {
         self.next += 1;
         let row = start_row + index as u32;
         Some(SheetRow { number: u64::from(row) + 1, row, index, first_col, sheet: &self.sheet })
+    }
+}
+
+/// An empty cell, or one of blank text.
+fn blank(cell: &Data) -> bool {
+    match cell {
+        Data::Empty => true,
+        Data::String(s) => s.trim().is_empty(),
+        _ => false,
     }
 }
 
