@@ -419,3 +419,34 @@ fn the_default_sheet_is_the_first_one_a_person_sees() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn a_value_right_of_the_header_makes_its_row_invalid() {
+    let w = Workdir::new();
+    let rows = text_rows(&[
+        &["bill_no", "openid", "zone_id"],
+        &["B001", "oUSER1", "1", "stray"],
+        &["B002", "oUSER2", "1", " "],
+    ]);
+    workbook(&w.path("orders.xlsx"), &[("Sheet1", rows)]);
+    let out = w.dry_run("orders.xlsx", "out.csv").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("Sheet1!D2: a value in a column without a header (the header row ends at column C)"), "{err}");
+    assert_eq!(
+        Results::read(&w.path("out.csv")).column("category"),
+        ["invalid_input", "signed"],
+        "blank text is blank"
+    );
+}
+
+#[test]
+fn report_xlsx_needs_a_name_excel_recognises() {
+    let w = Workdir::new();
+    w.write("orders.csv", "bill_no,openid,zone_id\nB001,oUSER1,1\n");
+    w.dry_run("orders.csv", "out.csv").assert().success();
+    let out = w.cmd().args(["report", "out.csv", "--xlsx", "report.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("the name must end in .xlsx"), "{}", stderr_of(&out));
+    assert!(!w.path("report.csv").exists(), "nothing written");
+}
