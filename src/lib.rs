@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dryrun;
 pub mod engine;
+pub mod files;
 pub mod input;
 pub mod limits;
 pub mod lock;
@@ -29,7 +30,7 @@ use category::Category;
 use cli::{Cli, Command, SimulateArgs};
 use config::{Mode, RunConfig};
 use reporter::Reporter;
-use results::{output, report, resume};
+use results::{journal, output, report, resume};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -331,6 +332,33 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
             reporter.notice(&format!("warning: resuming although {diff} (--force-resume)"));
         }
     }
+    // What the results file holds, one line per row, each matched to its
+    // input row; and the ids already sent (v2).
+    let resumed = match cfg.resume {
+        true => Some(resume::prepare(&cfg.output, &header, total)?),
+        false => None,
+    };
+    let own_ids = api.has_own_ids();
+    let journal = match (own_ids, cfg.resume) {
+        (true, true) => Some(journal::Journal::open(&cfg.output)?),
+        (true, false) => {
+            let path = journal::journal_path(&cfg.output);
+            // Never replaced: it records what an earlier run sent.
+            if std::fs::symlink_metadata(&path).is_ok() && !cfg.output.exists() {
+                anyhow::bail!(
+                    "{} exists: it records the cancellation ids an earlier run into {} sent, and is never \
+                     replaced. Choose another -o name (or move it away once that run is accounted for)",
+                    path.display(),
+                    cfg.output.display()
+                );
+            }
+            None
+        }
+        (false, _) => None,
+    };
+    if let Some((found, _)) = &resumed {
+        check_identity(cfg, found, journal.as_ref())?;
+    }
     // Everything that can refuse the run is checked before the question.
     if !confirm(cfg, reporter, total, ready)? {
         anyhow::bail!("not confirmed: nothing was sent");
@@ -361,19 +389,27 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
-    let (file, done, prior) = if cfg.resume {
-        let (found, file) = resume::prepare(&cfg.output, &header, total)?;
-        reporter.info(&format!(
-            "resuming {}: {} rows final already, {} to attempt again{}",
-            cfg.output.display(),
-            found.tally.total(),
-            total - found.tally.total(),
-            if found.torn { " (a torn last line was dropped)" } else { "" }
-        ));
-        (file, found.done, found.tally)
-    } else {
-        (create_output(&cfg.output, EXISTS_RUN)?, Vec::new(), Default::default())
+    let (file, done, prior, unfinished, journal) = match resumed {
+        Some((found, file)) => {
+            reporter.info(&format!(
+                "resuming {}: {} rows final already, {} to attempt again{}",
+                cfg.output.display(),
+                found.tally.total(),
+                total - found.tally.total(),
+                if found.torn { " (a torn last line was dropped)" } else { "" }
+            ));
+            (file, found.done, found.tally, found.unfinished, journal)
+        }
+        None => {
+            let file = create_output(&cfg.output, EXISTS_RUN)?;
+            let journal = match own_ids {
+                true => Some(journal::Journal::create(&cfg.output)?),
+                false => None,
+            };
+            (file, Vec::new(), Default::default(), Default::default(), journal)
+        }
     };
+    let compact_at_end = !unfinished.is_empty();
     resume::write_fingerprint(&cfg.output, &fingerprint)?;
     // Announced only now that every check has passed: nothing before this
     // line could have sent anything.
@@ -382,7 +418,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     }
     // A resumed file already has its header.
     let writer = output::ResultsWriter::new(file, &header, output::Layout::new(api, false), !cfg.resume)?;
-    let target = engine::Target { writer, done, prior };
+    let target = engine::Target { writer, done, prior, unfinished, journal };
     let control = Arc::new(engine::Control::default());
     let handler_control = control.clone();
     let presses = std::sync::atomic::AtomicU32::new(0);
@@ -411,6 +447,12 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
                 return Ok(Exit::Stopped);
             }
         };
+    // A resumed row's new line replaced its earlier one: one line per row.
+    if compact_at_end {
+        if let Err(e) = resume::compact(&cfg.output, &header, total) {
+            reporter.notice(&format!("warning: {e:#} (the file is complete; `--resume` or `report` read it as it is)"));
+        }
+    }
     // The summary is read back from the results file, so it says exactly
     // what `midas-cancel report` will say.
     match report::summarize(&cfg.output, cfg.sum.as_deref()) {
@@ -436,6 +478,72 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         None if report.tally.all_in(Category::is_success) => Exit::Done,
         None => Exit::Attention,
     })
+}
+
+/// Refuses a resume whose results file or ids journal records rows that no
+/// longer match the input: a line matched to another order by number alone
+/// would mark that order done, and a changed amount or tag would give a row
+/// a second cancellation id. Nothing overrides this.
+fn check_identity(cfg: &RunConfig, found: &resume::Resumed, journal: Option<&journal::Journal>) -> anyhow::Result<()> {
+    const SHOWN: usize = 10;
+    let input = &*cfg.input.opened;
+    let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, None)?;
+    let header = rows.header().clone();
+    let mut classifier = input::Classifier::for_run(cfg.input.mp_sig, &header);
+    let (mut refused, mut count) = (Vec::new(), 0usize);
+    let tag = cfg.input.rules.cancel_tag.as_str();
+    for raw in rows.by_ref() {
+        let raw = raw?;
+        let verdict = classifier.classify(&header, &raw, &cfg.input.session_keys);
+        let bill_no = header.cell(&raw, input::Field::BillNo);
+        let mut problem = None;
+        if !found.same_order(raw.row, bill_no) {
+            let was = resume::recorded_bill_no(&cfg.output, &header, raw.row).unwrap_or_default();
+            problem = Some(format!(
+                "row {}: the results file records bill_no `{was}` for it, the input now has `{bill_no}`",
+                raw.row
+            ));
+        } else if let (input::Verdict::Ready(order), false) =
+            (&verdict, found.done.get(raw.row as usize - 1).copied().unwrap_or(false))
+        {
+            if let Some(id) = order.cancel_id.as_deref() {
+                let amount = order.amount.map(|a| a.to_string()).unwrap_or_default();
+                let entry = journal::Entry { row: raw.row, bill_no, amount: &amount, tag, id };
+                if let Some(j) = journal {
+                    problem = j.check(&entry)?.err();
+                }
+                // A file from before the journal: its line names the id.
+                let recorded = found.unfinished.get(&raw.row).and_then(|(_, id)| id.as_deref());
+                if problem.is_none() && !journal.is_some_and(|j| j.has(raw.row)) {
+                    if let Some(was) = recorded.filter(|was| *was != id) {
+                        problem = Some(format!(
+                            "row {}: cancellation id `{was}` was sent for it; now it would be `{id}`",
+                            raw.row
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(p) = problem {
+            count += 1;
+            if refused.len() < SHOWN {
+                refused.push(p);
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let more = if count > SHOWN { format!("\n  ... and {} more", count - SHOWN) } else { String::new() };
+    anyhow::bail!(
+        "refusing to resume {}: {count} row(s) no longer match what the run recorded:\n  {}{more}\n\
+         A line matched to another order would mark that order done, and a second cancellation id would return \
+         the coins twice, so no flag overrides this. Resume with the input as the run started it (the same rows \
+         in the same order, the same amounts and --cancel-tag). Rows that must change: check first in WeChat's \
+         bills what their recorded ids did, then run them into a new -o",
+        cfg.output.display(),
+        refused.join("\n  ")
+    )
 }
 
 /// How the pace went: requested, achieved, the limit found and what it cost.

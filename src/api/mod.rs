@@ -55,6 +55,12 @@ impl ApiKind {
         }
     }
 
+    /// Whether each operation has an id of the tool's own (v2's
+    /// cancellation id), which the ids journal records before it is sent.
+    pub fn has_own_ids(self) -> bool {
+        self != ApiKind::V1
+    }
+
     /// The category and next action for an errcode of this API.
     pub fn classify_errcode(self, errcode: i64) -> (Category, Action) {
         match self {

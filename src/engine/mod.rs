@@ -22,12 +22,14 @@ use crate::clock::{unix_now, unix_now_f64};
 use crate::input::{Classifier, Input, InputConfig, Order, RawRow, Verdict};
 use crate::reporter::Reporter;
 use crate::request::Signing;
+use crate::results::journal::{Entry as JournalEntry, Journal};
 use crate::results::output::{Outcome, ResultsWriter};
 use crate::results::tally::Tally;
 use crate::secret::Redactor;
 use anyhow::Context as _;
 use pace::{PaceChange, PaceReport, Pacer, Signal};
 use queue::RetryQueue;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,6 +187,9 @@ impl Control {
 #[derive(Default)]
 pub struct Stats {
     pub requests: AtomicU64,
+    /// Rows the stop settled before their time (never attempted, or parked
+    /// with attempts left): an interrupt that cut none short changed nothing.
+    pub cut_short: AtomicU64,
 }
 
 /// One row on its way through the workers.
@@ -252,7 +257,10 @@ impl Worker<'_> {
     /// One attempt for `job`: waits for the pace, signs at send time, sends,
     /// and decides whether the row is settled or waits for another attempt.
     fn attempt(&self, job: &mut Job) -> Step {
-        let settle_unsent = |job: &mut Job, why: Outcome| Step::Done(job.last.take().unwrap_or(why));
+        let settle_unsent = |job: &mut Job, why: Outcome| {
+            self.stats.cut_short.fetch_add(1, Ordering::Relaxed);
+            Step::Done(job.last.take().unwrap_or(why))
+        };
         let canary = self.control.canary();
         let Some((epoch, probe)) = self.pacer.wait(self.control.stop_flag()) else {
             return settle_unsent(job, Outcome::skipped());
@@ -328,6 +336,10 @@ impl Worker<'_> {
             Some(due) if job.attempts < self.send.max_attempts && !self.control.stopped() => {
                 job.last = Some(outcome);
                 Step::Park(due)
+            }
+            Some(_) if job.attempts < self.send.max_attempts => {
+                self.stats.cut_short.fetch_add(1, Ordering::Relaxed);
+                Step::Done(outcome)
             }
             _ => Step::Done(outcome),
         }
@@ -420,12 +432,15 @@ impl Pool<'_> {
     /// After a stop: parked rows are recorded with their last answer, rows
     /// still queued as `skipped`. Returns `false` once nothing is left.
     fn settle_after_stop(&self, to_writer: &crossbeam_channel::Sender<Finished>) -> bool {
+        let cut_short = || self.worker.stats.cut_short.fetch_add(1, Ordering::Relaxed);
         while let Some(mut job) = self.queue.take_any() {
+            cut_short();
             let outcome = job.last.take().unwrap_or_else(Outcome::skipped);
             self.finish(to_writer, job, outcome);
         }
         match self.jobs.recv_timeout(NAP) {
             Ok(job) => {
+                cut_short();
                 self.finish(to_writer, job, Outcome::skipped());
                 true
             }
@@ -442,9 +457,12 @@ impl Pool<'_> {
 }
 
 /// Appends finished rows and syncs them in groups (one fsync covers every
-/// row that finished meanwhile), counting a row only once it is on disk.
+/// row that finished meanwhile), counting a row only once it is on disk. A
+/// row an earlier run left unfinished carries that run's outcome on in its
+/// new line (see [`Outcome::after`]).
 fn write_results(
     writer: &mut ResultsWriter<std::fs::File>,
+    unfinished: &mut HashMap<u64, (Outcome, Option<String>)>,
     finished: crossbeam_channel::Receiver<Finished>,
     tally: &Mutex<Tally>,
     control: &Control,
@@ -468,8 +486,12 @@ fn write_results(
         // Everything that finished meanwhile joins this group.
         for f in std::iter::once(first).chain(std::iter::from_fn(|| finished.try_recv().ok())).take(GROUP) {
             pending.push(f.outcome.category);
+            let outcome = match unfinished.remove(&f.raw.row) {
+                Some((earlier, _)) => f.outcome.after(&earlier),
+                None => f.outcome,
+            };
             writer
-                .write_live(&f.raw, f.valid, f.cancel_id.as_deref(), &f.outcome)
+                .write_live(&f.raw, f.valid, f.cancel_id.as_deref(), &outcome)
                 .context("cannot write the results file")?;
         }
         writer.flush().context("cannot write the results file")?;
@@ -484,14 +506,23 @@ fn write_results(
 }
 
 /// Where a live run writes: the results file (new, or resumed with the rows
-/// already final in it) and what it already holds.
+/// already final in it), what it already holds, and the ids journal.
 pub struct Target {
     pub writer: ResultsWriter<std::fs::File>,
     /// `done[row - 1]`: the row has a final line already (empty: none).
     pub done: Vec<bool>,
-    /// Categories of the lines already in the file.
+    /// Categories of the final lines already in the file.
     pub prior: Tally,
+    /// Rows an earlier run left unfinished: their outcome and id so far.
+    pub unfinished: HashMap<u64, (Outcome, Option<String>)>,
+    /// APIs whose operations have their own ids (v2): every row's id is
+    /// recorded here, and synced, before its first request leaves.
+    pub journal: Option<Journal>,
 }
+
+/// Rows the feeder records in the ids journal with one sync, before it
+/// hands them to the workers.
+const JOURNAL_GROUP: usize = 256;
 
 /// Runs a live run over `input` (`total` rows) into `target`.
 #[allow(clippy::too_many_arguments)]
@@ -517,6 +548,9 @@ pub fn run(
     let stats = Stats::default();
     let tally = Mutex::new(target.prior.clone());
     let done = std::mem::take(&mut target.done);
+    let mut unfinished = std::mem::take(&mut target.unfinished);
+    let mut journal = target.journal.take();
+    let tag = cfg_input.rules.cancel_tag.as_str();
     let mut classifier = Classifier::for_run(cfg_input.mp_sig, &header);
     reporter.start_progress(total, false);
 
@@ -540,7 +574,7 @@ pub fn run(
         },
     };
 
-    let (tally_ref, pool_ref, pacer_ref) = (&tally, &pool, &pacer);
+    let (tally_ref, pool_ref, pacer_ref, stats_ref) = (&tally, &pool, &pacer, &stats);
     let written = std::thread::scope(|scope| -> anyhow::Result<()> {
         let on_commit = move |t: &Tally| {
             let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned);
@@ -556,9 +590,9 @@ pub fn run(
             );
             reporter.progress(t.total(), total, &status);
         };
-        let writer = &mut target.writer;
+        let (writer, unfinished) = (&mut target.writer, &mut unfinished);
         let writer_thread = scope.spawn(move || {
-            let written = write_results(writer, finished, tally_ref, control, &on_commit);
+            let written = write_results(writer, unfinished, finished, tally_ref, control, &on_commit);
             if let Err(e) = &written {
                 // Answers that cannot be recorded must not pile up: no new
                 // request leaves once the results file stops taking lines.
@@ -571,6 +605,26 @@ pub fn run(
             scope.spawn(move || pool_ref.serve(to_writer));
         }
         let feed = (|| -> anyhow::Result<()> {
+            // Ready rows wait here until their ids are on disk.
+            let mut ready: Vec<Job> = Vec::with_capacity(JOURNAL_GROUP);
+            let journaled = journal.is_some();
+            let mut hand_over = |ready: &mut Vec<Job>| -> anyhow::Result<()> {
+                if let Some(journal) = journal.as_mut() {
+                    let amounts: Vec<String> =
+                        ready.iter().map(|j| j.order.amount.map(|a| a.to_string()).unwrap_or_default()).collect();
+                    journal.record(ready.iter().zip(&amounts).filter_map(|(j, amount)| {
+                        let id = j.order.cancel_id.as_deref()?;
+                        Some(JournalEntry { row: j.raw.row, bill_no: &j.order.bill_no, amount, tag, id })
+                    }))?;
+                }
+                for job in ready.drain(..) {
+                    pool_ref.pending.fetch_add(1, Ordering::SeqCst);
+                    if to_workers.send(job).is_err() {
+                        anyhow::bail!("the workers stopped unexpectedly");
+                    }
+                }
+                Ok(())
+            };
             for raw in rows.by_ref() {
                 let raw = raw?;
                 // Classified even when already final, so duplicates are judged
@@ -581,14 +635,15 @@ pub fn run(
                 }
                 let finished = match verdict {
                     Verdict::Ready(order) if !control.stopped() => {
-                        pool_ref.pending.fetch_add(1, Ordering::SeqCst);
-                        let job = Job { raw, order, attempts: 0, last: None };
-                        if to_workers.send(job).is_err() {
-                            anyhow::bail!("the workers stopped unexpectedly");
+                        ready.push(Job { raw, order, attempts: 0, last: None });
+                        // Without a journal there is nothing to wait for.
+                        if ready.len() >= JOURNAL_GROUP || !journaled {
+                            hand_over(&mut ready)?;
                         }
                         continue;
                     }
                     Verdict::Ready(order) => {
+                        stats_ref.cut_short.fetch_add(1, Ordering::Relaxed);
                         Finished { raw, cancel_id: order.cancel_id, valid: true, outcome: Outcome::skipped() }
                     }
                     Verdict::Rejected { category, message, valid } => Finished {
@@ -602,7 +657,7 @@ pub fn run(
                     anyhow::bail!("the results writer stopped unexpectedly");
                 }
             }
-            Ok(())
+            hand_over(&mut ready)
         })();
         drop(to_workers);
         drop(to_writer);
@@ -613,9 +668,12 @@ pub fn run(
     reporter.finish_progress();
     written?;
     let tally = tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    // An interrupt that came when every row was settled cut nothing short:
+    // the run finished (exit 0 or 1, not "rows not attempted are skipped").
+    let cut_short = stats.cut_short.load(Ordering::Relaxed) > 0;
     Ok(LiveReport {
         tally,
-        stop: control.reason(),
+        stop: control.reason().filter(|r| cut_short || *r != StopReason::Interrupted),
         elapsed: started.elapsed(),
         requests: stats.requests.load(Ordering::Relaxed),
         token_refreshes: tokens.refreshes(),

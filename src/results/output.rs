@@ -65,6 +65,26 @@ impl Layout {
         }
     }
 
+    /// What a live line records of its row's outcome, and its cancellation
+    /// id (v2), read back for a resumed row's history.
+    pub fn recorded(self, rec: &csv::ByteRecord) -> (Outcome, Option<String>) {
+        let first = rec.len().saturating_sub(self.tail().len());
+        let cell = |name: &str| {
+            let at = self.tail().iter().position(|c| *c == name).map(|i| first + i);
+            at.and_then(|i| rec.get(i)).map(|b| unguard(&String::from_utf8_lossy(b)).to_string()).unwrap_or_default()
+        };
+        let category = cell("category").parse().unwrap_or(Category::UnknownError);
+        let outcome = Outcome {
+            category,
+            errcode: cell("errcode").parse().ok(),
+            errmsg: cell("errmsg"),
+            attempts: cell("attempts").parse().unwrap_or(0),
+            ts: cell("ts").parse().ok(),
+        };
+        let id = Some(cell("cancel_bill_no")).filter(|c| !c.is_empty());
+        (outcome, id)
+    }
+
     /// Recognises the layout from a header row.
     pub fn detect(headers: &[String]) -> Option<Layout> {
         let n = headers.len();
@@ -147,6 +167,27 @@ impl Outcome {
     /// A row never attempted because the run was stopped.
     pub fn skipped() -> Self {
         Outcome::unsent(Category::Skipped, "not attempted: the run was stopped")
+    }
+
+    /// This run's outcome of a row that an earlier run left unfinished
+    /// (`earlier`): attempts add up, and what the earlier run learned (an
+    /// unknown outcome's errcode and message) stays in the line.
+    pub fn after(self, earlier: &Outcome) -> Outcome {
+        let code = earlier.errcode.map_or_else(|| "none".to_string(), |c| c.to_string());
+        let errmsg = format!(
+            "{} [earlier: {} after {} attempt(s), errcode {code}: {}]",
+            self.errmsg,
+            earlier.category.as_str(),
+            earlier.attempts,
+            earlier.errmsg
+        );
+        Outcome {
+            attempts: self.attempts + earlier.attempts,
+            ts: self.ts.or(earlier.ts),
+            errmsg,
+            category: self.category,
+            errcode: self.errcode,
+        }
     }
 }
 
@@ -368,6 +409,42 @@ pub fn read_results<R: std::io::Read, T>(
             Err(_) => return Ok(true),
         }
     }
+}
+
+/// [`read_results`] with one line per row: a row's line may be followed by
+/// a later one for the same row (a resumed run appends the row's new line
+/// and compacts the file only when it ends; a kill in between leaves both).
+/// The row's first final line stands; else its last line. Lines are handed
+/// to `keep` as soon as they are final; the rest once the file is read.
+pub fn read_last_lines<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    name: &str,
+    ends_with_newline: bool,
+    shape: &LineShape,
+    mut keep: impl FnMut(u64, Category, &csv::ByteRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let mut finished = std::collections::HashSet::new();
+    let mut open: std::collections::HashMap<u64, (Category, csv::ByteRecord)> = Default::default();
+    let judge = |rec: &csv::ByteRecord| shape.judge(rec);
+    let torn = read_results(rdr, name, ends_with_newline, judge, |(row, category), record| {
+        if finished.contains(&row) {
+            return Ok(());
+        }
+        if category.is_final() {
+            finished.insert(row);
+            open.remove(&row);
+            keep(row, category, record)
+        } else {
+            open.insert(row, (category, record.clone()));
+            Ok(())
+        }
+    })?;
+    let mut open: Vec<_> = open.into_iter().collect();
+    open.sort_unstable_by_key(|(row, _)| *row);
+    for (row, (category, record)) in open {
+        keep(row, category, &record)?;
+    }
+    Ok(torn)
 }
 
 #[cfg(test)]

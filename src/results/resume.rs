@@ -1,49 +1,32 @@
 //! `--resume`: the run's fingerprint beside the results file, and reading an
 //! existing results file back to decide which rows are done.
 //!
-//! "Done" comes from the results file itself, keyed by the `row` column, never
-//! from a position: rows finish out of order. A torn last line (kill -9, power
-//! cut) is dropped and its row sent again, which is safe because a repeated
-//! cancel answers 90015.
+//! "Done" comes from the results file itself, keyed by the `row` column and
+//! matched to the input by the row's bill_no, never by position alone: rows
+//! finish out of order, and a re-exported file may list them in another.
+//! A torn last line (kill -9, power cut) is dropped and its row sent again,
+//! which is safe because a repeated cancel answers 90015 (v2: the same
+//! cancellation id, from the ids journal, answers 90012). Lines that are not
+//! final stay in the file until the row's new line replaces them, so the
+//! history of an unknown outcome is never lost.
 
+use crate::files::Staged;
 use crate::input::Header;
-use crate::results::output::{ends_with_newline, header_row, read_results, Layout, LineShape};
+use crate::results::output::{ends_with_newline, header_row, read_last_lines, unguard, Layout, LineShape, Outcome};
 use crate::results::tally::Tally;
 use anyhow::{bail, Context as _};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use crate::results::fingerprint::{fingerprint_path, Fingerprint};
 
-/// Syncs a directory so a rename in it survives a power cut.
-fn sync_dir(path: &Path) {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
-}
-
-/// Moves a written and synced temp file over `path` (atomic on POSIX).
-fn commit(tmp: &Path, path: &Path) -> anyhow::Result<()> {
-    std::fs::rename(tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    sync_dir(path);
-    Ok(())
-}
-
 pub fn write_fingerprint(output: &Path, fp: &Fingerprint) -> anyhow::Result<()> {
     let path = fingerprint_path(output);
-    let tmp = tmp_path(&path);
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(serde_json::to_string_pretty(fp)?.as_bytes())?;
-    f.sync_all()?;
-    commit(&tmp, &path)
+    let mut staged = Staged::beside(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    staged.file().write_all(serde_json::to_string_pretty(fp)?.as_bytes())?;
+    staged.replace(&path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Refuses to resume a results file that belongs to another input or
@@ -115,28 +98,48 @@ pub struct Resumed {
     pub done: Vec<bool>,
     /// Categories of the kept (final) lines.
     pub tally: Tally,
-    /// Non-final lines dropped (their rows are attempted again).
-    pub retried: u64,
+    /// The outcome (and v2 id) of each row whose line is not final: the row
+    /// is attempted again, and its new line carries this history on.
+    pub unfinished: HashMap<u64, (Outcome, Option<String>)>,
+    /// Per row (index row - 1): a digest of the bill_no its line records
+    /// (0: no line), so each line is matched to its row by identity.
+    bill_nos: Vec<u64>,
     /// A torn last line was dropped.
     pub torn: bool,
 }
 
-/// Reads `output`, keeps its final lines, rewrites it atomically with only
-/// those (streaming: nothing but a bit per row is held), and returns what it
-/// found with the file reopened for appending. On failure (a full disk) the
-/// results file is as it was and no temp file is left behind.
-pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<(Resumed, File)> {
-    let found = rewrite_final_lines(output, header, total_rows);
-    if found.is_err() {
-        let _ = std::fs::remove_file(tmp_path(output));
+/// The digest a row's bill_no is compared by.
+fn bill_no_digest(bill_no: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bill_no.as_bytes()).max(1)
+}
+
+impl Resumed {
+    /// Whether the line recorded for `row` (if any) is this bill_no's: a
+    /// line matched to a row by number alone would mark a re-exported file's
+    /// other order done.
+    pub fn same_order(&self, row: u64, bill_no: &str) -> bool {
+        match self.bill_nos.get(row as usize - 1) {
+            Some(&d) if d != 0 => d == bill_no_digest(bill_no),
+            _ => true,
+        }
     }
-    let found = found?;
+}
+
+/// Reads `output`, keeps one line per row (its final line, else its last:
+/// see [`read_last_lines`]), rewrites it atomically with those, and returns
+/// what it found with the file reopened for appending. Nothing is dropped
+/// but a torn last line and lines a later one replaced. On failure (a full
+/// disk) the results file is as it was and no temp file is left behind.
+pub fn prepare(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<(Resumed, File)> {
+    let found = compact(output, header, total_rows)?;
     let name = output.display();
     let file = std::fs::OpenOptions::new().append(true).open(output).with_context(|| format!("cannot open {name}"))?;
     Ok((found, file))
 }
 
-fn rewrite_final_lines(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<Resumed> {
+/// Rewrites `output` with one line per row (see [`prepare`]); also what a
+/// resumed run does when it ends, so the file holds one line per row again.
+pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Result<Resumed> {
     let name = output.display().to_string();
     let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
     let ends_with_newline = ends_with_newline(&mut file)?;
@@ -163,28 +166,50 @@ fn rewrite_final_lines(output: &Path, header: &Header, total_rows: u64) -> anyho
     }
     let (row_col, category_col) = layout.row_and_category(expected.len());
     let shape = LineShape { width: expected.len(), row_col, category_col, rows: Some(total_rows) };
-    let tmp = tmp_path(output);
-    let mut kept =
-        csv::Writer::from_writer(File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?);
+    // Where the bill_no is in a results line: the input's columns come
+    // first, session_key left out.
+    let bill_no_col =
+        header.column(crate::input::Field::BillNo).and_then(|c| header.output_columns().position(|(i, _)| i == c));
+    let mut staged = Staged::beside(output).with_context(|| format!("cannot write beside {name}"))?;
+    let mut kept = csv::Writer::from_writer(staged.file());
     kept.write_record(&expected)?;
-    let mut res = Resumed { done: vec![false; total_rows as usize], ..Resumed::default() };
+    let rows = total_rows as usize;
+    let mut res = Resumed { done: vec![false; rows], bill_nos: vec![0; rows], ..Resumed::default() };
     if header_complete {
-        let judge = |rec: &csv::ByteRecord| shape.judge(rec);
-        res.torn = read_results(&mut rdr, &name, ends_with_newline, judge, |(row, category), record| {
-            if !category.is_final() {
-                res.retried += 1;
-            } else if !std::mem::replace(&mut res.done[row as usize - 1], true) {
+        res.torn = read_last_lines(&mut rdr, &name, ends_with_newline, &shape, |row, category, record| {
+            let i = row as usize - 1;
+            if category.is_final() {
+                res.done[i] = true;
                 res.tally.add(category);
-                kept.write_byte_record(record)?;
+            } else {
+                res.unfinished.insert(row, layout.recorded(record));
             }
+            if let Some(c) = bill_no_col {
+                let cell = String::from_utf8_lossy(record.get(c).unwrap_or(b""));
+                res.bill_nos[i] = bill_no_digest(crate::input::trim(unguard(&cell)));
+            }
+            kept.write_byte_record(record)?;
             Ok(())
         })?;
     }
-    let mut f = kept.into_inner().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    f.flush()?;
-    f.sync_all()?;
-    commit(&tmp, output)?;
+    kept.flush()?;
+    drop(kept);
+    staged.replace(output).with_context(|| format!("cannot replace {name}"))?;
     Ok(res)
+}
+
+/// The bill_no the results file records for `row`, for a message.
+pub fn recorded_bill_no(output: &Path, header: &Header, row: u64) -> Option<String> {
+    let bill_no_col =
+        header.column(crate::input::Field::BillNo).and_then(|c| header.output_columns().position(|(i, _)| i == c))?;
+    let layout = Layout::new(header.rules().api, false);
+    let (row_col, _) = layout.row_and_category(header_row(header, layout).len());
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(output).ok()?;
+    let want = row.to_string();
+    rdr.records().filter_map(Result::ok).find(|r| r.get(row_col) == Some(want.as_str())).map(|r| {
+        let cell = r.get(bill_no_col).unwrap_or("");
+        crate::input::trim(unguard(cell)).to_string()
+    })
 }
 
 #[cfg(test)]
@@ -216,19 +241,56 @@ mod tests {
         for cut in 0..=full.len() {
             std::fs::write(&path, &full.as_bytes()[..cut]).unwrap();
             let (res, _) = prepare(&path, &header, 4).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-            // Expected: the final rows whose whole line (with its end) fits.
+            // Expected: the final rows whose whole line (with its end) fits;
+            // every whole line is kept, the unfinished one with its history.
             let mut end = head.len();
-            let mut want = vec![false; 4];
+            let (mut want, mut whole) = (vec![false; 4], 0);
             for (i, l) in lines.iter().enumerate() {
                 end += l.len();
-                if end <= cut && !l.contains("network_error") {
-                    want[i] = true;
+                if end <= cut {
+                    whole += 1;
+                    want[i] = !l.contains("network_error");
                 }
             }
             assert_eq!(res.done, want, "cut at {cut}");
+            assert_eq!(res.unfinished.len(), whole - want.iter().filter(|&&d| d).count(), "cut at {cut}");
             let kept = std::fs::read_to_string(&path).unwrap();
             assert!(kept.starts_with(head), "cut at {cut}");
-            assert_eq!(kept.matches("1700000").count(), want.iter().filter(|&&d| d).count(), "cut at {cut}");
+            assert_eq!(kept.matches("1700000").count(), whole, "cut at {cut}");
         }
+    }
+
+    /// A row's later line replaces its earlier unfinished one; a final line
+    /// is never replaced; the earlier outcome is kept as the row's history.
+    #[test]
+    fn a_later_line_replaces_an_unfinished_one() {
+        let header = Header::resolve(
+            "t",
+            &csv::StringRecord::from(vec!["bill_no", "openid", "zone_id"]),
+            &[],
+            &Default::default(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        std::fs::write(
+            &path,
+            "bill_no,openid,zone_id,row,category,errcode,errmsg,attempts,ts\n\
+             B1,o1,1,1,network_error,,timeout,5,1700000000\n\
+             B2,o2,1,2,system_busy,-1,busy,5,1700000001\n\
+             B1,o1,1,1,cancelled,0,ok,6,1700000002\n",
+        )
+        .unwrap();
+        let (res, _) = prepare(&path, &header, 2).unwrap();
+        assert_eq!(res.done, [true, false]);
+        let (earlier, _) = &res.unfinished[&2];
+        assert_eq!(
+            (earlier.category, earlier.attempts, earlier.errcode),
+            (crate::category::Category::SystemBusy, 5, Some(-1))
+        );
+        assert!(res.same_order(1, "B1") && !res.same_order(1, "B2") && res.same_order(2, "B2"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(!text.contains("network_error"), "{text}");
     }
 }

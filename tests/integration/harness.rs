@@ -179,6 +179,11 @@ impl Results {
         self.rows.iter().find(|r| r["row"] == n).unwrap_or_else(|| panic!("no row {n}"))
     }
 
+    /// The line whose column `name` is `value`.
+    pub fn row_by(&self, name: &str, value: &str) -> &HashMap<String, String> {
+        self.rows.iter().find(|r| r[name] == value).unwrap_or_else(|| panic!("no line with {name} = {value}"))
+    }
+
     /// The category of every row, by row number.
     pub fn categories(&self) -> HashMap<u64, String> {
         self.rows.iter().map(|r| (r["row"].parse().unwrap(), r["category"].clone())).collect()

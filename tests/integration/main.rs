@@ -12,6 +12,7 @@ mod newcomer;
 mod operator;
 mod pace;
 mod resume;
+mod seams;
 mod v2;
 mod vectors;
 mod vectors_v2;

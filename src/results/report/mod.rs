@@ -3,7 +3,9 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::Category;
-use crate::results::output::{ends_with_newline, read_results, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS};
+use crate::results::output::{
+    ends_with_newline, read_last_lines, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS,
+};
 use crate::results::tally::Tally;
 use crate::Exit;
 use anyhow::{bail, Context as _};
@@ -155,9 +157,9 @@ struct Opened {
 }
 
 impl Opened {
-    /// Reads every whole line (see [`read_results`]) as its category and
-    /// record; returns whether a torn last line was skipped. Lines are
-    /// judged as `--resume` judges them.
+    /// Reads the line of every row (see [`read_last_lines`]) as its
+    /// category and record; returns whether a torn last line was skipped.
+    /// Lines are judged as `--resume` judges them.
     fn lines(
         &mut self,
         mut keep: impl FnMut(Category, &csv::ByteRecord) -> anyhow::Result<()>,
@@ -168,8 +170,7 @@ impl Opened {
             category_col: self.cols.category,
             rows: self.fingerprint.as_ref().map(|f| f.rows),
         };
-        let judge = |rec: &csv::ByteRecord| shape.judge(rec);
-        read_results(&mut self.rdr, &self.name, self.ends_with_newline, judge, |(_, c), rec| keep(c, rec))
+        read_last_lines(&mut self.rdr, &self.name, self.ends_with_newline, &shape, |_, c, rec| keep(c, rec))
     }
 }
 
@@ -234,9 +235,58 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// The columns `report --only` writes: the input's, and the id each row was
+/// sent with (v2's cancellation id, from the results' `cancel_bill_no`), so
+/// that running them again reuses that id instead of deriving another.
+struct OnlyColumns {
+    pub headers: Vec<String>,
+    /// Where each written cell comes from in a results line.
+    sources: Vec<usize>,
+    /// The results' id column, and the written column it fills.
+    id: Option<(usize, usize)>,
+}
+
+impl OnlyColumns {
+    fn of(file: &Opened) -> OnlyColumns {
+        let cols = &file.cols;
+        let input = cols.input.clone();
+        let mut headers: Vec<String> = cols.headers[input.clone()].to_vec();
+        let mut sources: Vec<usize> = input.clone().collect();
+        let results_id = (input.end..cols.headers.len()).find(|&i| cols.headers[i] == "cancel_bill_no");
+        let id = results_id.map(|from| {
+            // The input's own cancel_bill_no column (by name, or as mapped
+            // with --column), else a new one.
+            let mapped = file.fingerprint.iter().flat_map(|f| &f.columns).find_map(|m| {
+                m.split_once('=').filter(|(field, _)| *field == "cancel_bill_no").map(|(_, header)| header.to_string())
+            });
+            let name = mapped.as_deref().unwrap_or("cancel_bill_no");
+            match headers.iter().position(|h| h.eq_ignore_ascii_case(name)) {
+                Some(at) => (from, at),
+                None => {
+                    headers.push("cancel_bill_no".into());
+                    sources.push(from);
+                    (from, headers.len() - 1)
+                }
+            }
+        });
+        OnlyColumns { headers, sources, id }
+    }
+
+    /// The written cells of one results line (as stored: guarded).
+    fn cells<'r>(&self, rec: &'r csv::ByteRecord) -> impl Iterator<Item = &'r str> + use<'_, 'r> {
+        let text = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).unwrap_or("");
+        self.sources.iter().enumerate().map(move |(at, &from)| match self.id {
+            // The recorded id wins over the input's cell: it is what was sent.
+            Some((id, to)) if to == at && !text(id).is_empty() => text(id),
+            _ => text(from),
+        })
+    }
+}
+
 /// Writes the input columns of rows in `categories` as a CSV that `run` takes
-/// back (pass-through cells un-guarded, results columns dropped); with
-/// `bom`, for Excel: a UTF-8 byte-order mark first, and cells left guarded.
+/// back (pass-through cells un-guarded, results columns dropped but the id
+/// each row was sent with); with `bom`, for Excel: a UTF-8 byte-order mark
+/// first, and cells (the header too) left guarded.
 pub fn write_only(
     path: &Path,
     categories: &[Category],
@@ -244,19 +294,19 @@ pub fn write_only(
     mut out: impl std::io::Write,
 ) -> anyhow::Result<u64> {
     let mut file = open(path)?;
-    let input = file.cols.input.clone();
+    let only = OnlyColumns::of(&file);
     if bom {
         out.write_all("\u{feff}".as_bytes())?;
     }
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(&file.cols.headers[input.clone()])?;
+    // For Excel, cells stay guarded as in the results file (and the header
+    // is guarded too): a double-click must not run a formula.
+    let guarded = |h: &str| if bom { crate::results::output::guard(h).into_owned() } else { h.to_string() };
+    w.write_record(only.headers.iter().map(|h| guarded(h)))?;
     let mut n = 0;
     file.lines(|c, rec| {
         if categories.contains(&c) {
-            let cell = |i: usize| std::str::from_utf8(rec.get(i).unwrap_or(b"")).unwrap_or("");
-            // For Excel, cells stay guarded as in the results file: a double-click
-            // must not run a formula.
-            w.write_record(input.clone().map(|i| if bom { cell(i) } else { unguard(cell(i)) }))?;
+            w.write_record(only.cells(rec).map(|cell| if bom { cell } else { unguard(cell) }))?;
             n += 1;
         }
         Ok(())

@@ -193,13 +193,12 @@ fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'
 /// input order, as a workbook `run` takes back.
 pub fn write_only(results: &Path, categories: &[Category], out: std::fs::File) -> anyhow::Result<u64> {
     let mut file = open(results)?;
-    let input = file.cols.input.clone();
+    let only = super::OnlyColumns::of(&file);
     let lines = lines_in_row_order(&mut file, |c| categories.contains(&c))?;
+    let cells: Vec<Vec<&str>> = lines.iter().map(|rec| only.cells(rec).map(unguard).collect()).collect();
     let mut book = Workbook::new();
     let sheet = book.add_worksheet_with_constant_memory()?.set_name("Orders")?;
-    write_table(sheet, &file.cols.headers[input.clone()], lines.len(), |r, c| {
-        results_cell(&lines[r], input.start + c)
-    })?;
+    write_table(sheet, &only.headers, lines.len(), |r, c| Cow::Borrowed(cells[r][c]))?;
     book.save_to_writer(out).context("cannot write the workbook")?;
     Ok(lines.len() as u64)
 }

@@ -1,0 +1,195 @@
+//! Trust at the seams (issue 17): features that were honest alone, tried
+//! together. Each test pins a defect that made the results file lie,
+//! returned money twice, leaked a secret or touched a foreign file, and is
+//! named after it. Real binary, real simulator, real signals.
+
+use crate::harness::{assert_one_line_per_row, sim_config, start, stderr_of, stdout_of, Results, Workdir};
+use midas_cancel::sim::{Faults, OrderState};
+use std::time::{Duration, Instant};
+
+/// One v2 deduction of 100 coins (P1) and a second one (P2), with keys.
+const V2_ROWS: &str = "bill_no,openid,zone_id,amount,session_key\nP1,oU1,1,60,a2V5MQ==\nP2,oU2,1,10,a2V5Mg==\n";
+
+/// A simulator whose v2 deductions hold 100 coins, where P1's first answer
+/// is lost on the way back (the cancel is applied).
+fn lossy_v2_sim() -> midas_cancel::sim::Simulator {
+    let mut c = sim_config();
+    c.faults = Faults { drop_first: true, ..Faults::default() };
+    c.orders.insert("P1".into(), OrderState::Remaining(100));
+    c.orders.insert("P2".into(), OrderState::Remaining(100));
+    start(c)
+}
+
+/// Runs v2 with one attempt, so a lost reply ends `network_error`.
+fn v2_once(w: &Workdir, input: &str, output: &str, sim: &midas_cancel::sim::Simulator) -> std::process::Output {
+    w.live(input, output, sim).args(["--api", "v2", "--max-attempts", "1", "--timeout", "0.3"]).output().unwrap()
+}
+
+/// Waits until a cancel request has reached `sim`.
+fn wait_for_cancel_request(sim: &midas_cancel::sim::Simulator) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sim.stats().requests.iter().any(|r| r.contains("cancelpay")) {
+        assert!(Instant::now() < deadline, "the request never left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_edited_amount_gave_a_lost_cancel_a_second_id() {
+    let w = Workdir::new();
+    w.write("in.csv", V2_ROWS);
+    let sim = lossy_v2_sim();
+    let out = v2_once(&w, "in.csv", "out.csv", &sim);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let first = Results::read(&w.path("out.csv"));
+    assert!(first.rows.iter().all(|r| r["category"] == "network_error"), "{:?}", first.rows);
+    let id = first.row(1)["cancel_bill_no"].clone();
+    let journal = std::fs::read_to_string(w.path("out.csv.ids.csv")).unwrap();
+    assert!(journal.contains(&format!("1,P1,60,,{id}\n")), "the id was written ahead: {journal}");
+
+    // The amount edited, then resumed with force: refused, nothing sent.
+    w.write("in.csv", V2_ROWS.replace("P1,oU1,1,60", "P1,oU1,1,50"));
+    let sent_before = sim.stats().log.len();
+    let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2", "--resume", "--force-resume"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("row 1") && err.contains(&id) && err.contains("amount was `60`, now `50`"), "{err}");
+    assert_eq!(sim.stats().log.len(), sent_before, "nothing was sent");
+    assert_eq!(sim.stats().cancels.len(), 2, "one cancellation per deduction: {:?}", sim.stats().cancels);
+
+    // The amount as it was: the same ids again, answered "already processed".
+    w.write("in.csv", V2_ROWS);
+    let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2", "--resume"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 2);
+    assert_eq!(r.row(1)["cancel_bill_no"], id);
+    assert_eq!(r.row(1)["category"], "already_returned");
+    assert!(sim.stats().cancelled_once(2));
+}
+
+#[test]
+fn the_readme_retry_flow_cancelled_a_lost_cancel_again_under_a_new_tag() {
+    let w = Workdir::new();
+    w.write("in.csv", V2_ROWS);
+    let sim = lossy_v2_sim();
+    v2_once(&w, "in.csv", "out.csv", &sim);
+    let id = Results::read(&w.path("out.csv")).row(1)["cancel_bill_no"].clone();
+    let out = w.cmd().args(["report", "out.csv", "--only", "network_error", "-o", "retry.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let retry = Results::read(&w.path("retry.csv"));
+    assert_eq!(retry.row_by("bill_no", "P1")["cancel_bill_no"], id, "report --only gives the id back");
+    // Run again with a new tag, as an operator would (session keys are never
+    // written out, so they come from a file): the recorded id wins.
+    w.write("keys.csv", "openid,session_key\noU1,a2V5MQ==\noU2,a2V5Mg==\n");
+    let out = w
+        .live("retry.csv", "retry-out.csv", &sim)
+        .args(["--api", "v2", "--cancel-tag", "retry-1", "--session-keys", "keys.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("retry-out.csv"));
+    assert_eq!(r.row_by("bill_no", "P1")["cancel_bill_no"], id);
+    assert!(r.rows.iter().all(|row| row["category"] == "already_returned"), "{:?}", r.rows);
+    assert!(sim.stats().cancelled_once(2), "60 coins returned once, not 60 + 60: {:?}", sim.stats().cancels);
+}
+
+#[test]
+fn a_reordered_export_was_resumed_by_position() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id\nA1,oU1,1\nB1,oU2,1\nC1,oU3,1\n");
+    let mut c = sim_config();
+    c.orders.insert("B1".into(), OrderState::Errcode(-1));
+    let sim = start(c);
+    let out = w.live("in.csv", "out.csv", &sim).args(["--max-attempts", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(Results::read(&w.path("out.csv")).row(2)["category"], "system_busy");
+    // The same orders, re-exported as B, A, C.
+    w.write("in.csv", "bill_no,openid,zone_id\nB1,oU2,1\nA1,oU1,1\nC1,oU3,1\n");
+    let sent_before = sim.stats().log.len();
+    for extra in [&["--resume"][..], &["--resume", "--force-resume"]] {
+        let out = w.live("in.csv", "out.csv", &sim).args(extra).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));
+        let err = stderr_of(&out);
+        if extra.len() == 2 {
+            assert!(err.contains("row 1: the results file records bill_no `A1`"), "{err}");
+            assert!(err.contains("row 2: the results file records bill_no `B1`"), "{err}");
+        }
+    }
+    assert_eq!(sim.stats().log.len(), sent_before, "nothing was sent");
+    let out = w.cmd().args(["report", "out.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "B still needs attention: {}", stdout_of(&out));
+}
+
+#[test]
+fn a_resume_dropped_the_history_of_an_unknown_outcome() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id\nA1,oU1,1\nB1,oU2,1\n");
+    let mut c = sim_config();
+    c.orders.insert("B1".into(), OrderState::Errcode(-1));
+    let busy = start(c);
+    let out = w.live("in.csv", "out.csv", &busy).args(["--max-attempts", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    // Killed while the resume's request for B is out: its history is still
+    // in the file.
+    let mut c = sim_config();
+    c.faults = Faults { latency: Duration::from_millis(3000), ..Faults::default() };
+    let slow = start(c);
+    let mut child = w.spawn_live("in.csv", "out.csv", &slow, &["--resume", "--timeout", "5"]);
+    wait_for_cancel_request(&slow);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let healthy = start(sim_config());
+    let r = Results::read(&w.path("out.csv"));
+    assert!(
+        r.rows.iter().any(|row| row["bill_no"] == "B1" && row["category"] == "system_busy"),
+        "the unknown outcome's line survives a kill during the resume: {:?}",
+        r.rows
+    );
+    let out = w.live("in.csv", "out.csv", &healthy).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 2);
+    let b = r.row(2);
+    assert_eq!(b["category"], "cancelled");
+    assert_eq!(b["attempts"], "3", "attempts add up across runs: {b:?}");
+    assert!(b["errmsg"].contains("earlier: system_busy after 2 attempt(s), errcode -1"), "{}", b["errmsg"]);
+    let json = stdout_of(&w.cmd().args(["report", "out.csv", "--json"]).output().unwrap());
+    assert!(json.contains("\"done\""), "{json}");
+}
+
+#[test]
+fn sigterm_as_the_last_row_finished_said_interrupted() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id\nA1,oU1,1\n");
+    let mut c = sim_config();
+    c.faults = Faults { latency: Duration::from_millis(1500), ..Faults::default() };
+    let sim = start(c);
+    let child = w.spawn_live("in.csv", "out.csv", &sim, &["--timeout", "5"]);
+    wait_for_cancel_request(&sim);
+    // The only row is in flight: it is finished and recorded, nothing is cut short.
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("skipped"), "{err}");
+    assert_eq!(Results::read(&w.path("out.csv")).row(1)["category"], "cancelled");
+}
+
+#[test]
+fn excel_csv_wrote_a_formula_header_raw() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id,\"=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"\nA1,oU1,1,note\n");
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    let out =
+        w.cmd().args(["report", "out.csv", "--only", "cancelled", "-o", "x.csv", "--excel-csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let text = std::fs::read_to_string(w.path("x.csv")).unwrap();
+    let header = text.trim_start_matches('\u{feff}').lines().next().unwrap().to_string();
+    assert!(header.contains("'=HYPERLINK"), "{header}");
+    // Without --excel-csv the header goes back as it was, for `run`.
+    w.cmd().args(["report", "out.csv", "--only", "cancelled", "-o", "y.csv"]).assert().code(0);
+    let text = std::fs::read_to_string(w.path("y.csv")).unwrap();
+    assert!(text.lines().next().unwrap().contains(",\"=HYPERLINK"), "{text}");
+}
