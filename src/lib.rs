@@ -91,6 +91,34 @@ pub fn create_output(path: &Path, exists: &str) -> anyhow::Result<std::fs::File>
     }
 }
 
+/// Writes a new file at `path` through `write`: staged under a temporary
+/// name and moved into place only once whole, so a failure part-way leaves
+/// nothing behind (and no name that a retry would find taken).
+pub fn write_new<T>(
+    path: &Path,
+    exists: &str,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "-o {} is a directory: give a file name, e.g. {}",
+            path.display(),
+            path.join("results.csv").display()
+        );
+    }
+    let taken = |p: &Path| anyhow::anyhow!("{} already exists: {exists}", p.display());
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(taken(path));
+    }
+    let mut staged = files::Staged::beside(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let value = write(staged.file())?;
+    staged.publish_new(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => taken(path),
+        _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
+    })?;
+    Ok(value)
+}
+
 /// Runs one command; errors returned from here mean nothing was sent.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
@@ -159,9 +187,11 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
                 anyhow::bail!("--excel-csv writes CSV, and {} names a workbook: drop one of them", p.display())
             }
             Some(p) if is_xlsx(p) => {
-                report::xlsx::write_only(&args.results, &args.only, create_output(p, EXISTS_OTHER)?)?
+                write_new(p, EXISTS_OTHER, |f| report::xlsx::write_only(&args.results, &args.only, f))?
             }
-            Some(p) => report::write_only(&args.results, &args.only, args.excel_csv, create_output(p, EXISTS_OTHER)?)?,
+            Some(p) => {
+                write_new(p, EXISTS_OTHER, |f| report::write_only(&args.results, &args.only, args.excel_csv, f))?
+            }
             None => report::write_only(&args.results, &args.only, args.excel_csv, std::io::stdout().lock())?,
         };
         say!("{n} row(s) written");
@@ -172,7 +202,7 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
             anyhow::bail!("--xlsx {}: the name must end in .xlsx (Excel goes by it)", p.display());
         }
         let summary = report::summarize(&args.results, args.sum.as_deref())?;
-        let n = report::xlsx::write_report(&args.results, &summary, create_output(p, EXISTS_OTHER)?)?;
+        let n = write_new(p, EXISTS_OTHER, |f| report::xlsx::write_report(&args.results, &summary, f))?;
         say!("{n} row(s) written to {} (sheets Summary and Results)", p.display());
         return Ok(summary.verdict());
     }

@@ -197,10 +197,28 @@ struct Job {
     raw: RawRow,
     order: Order,
     attempts: u32,
+    /// Attempts the access token's rejection (then refreshed) answered: the
+    /// run's problem, not the row's, so they do not use up `--max-attempts`
+    /// (up to [`TOKEN_RETRIES`]; the breaker stops a token that cannot be had).
+    token_rejections: u32,
     /// The answer of the last attempt, kept while the row is parked: a run
     /// stopped meanwhile records it (not final, so `--resume` retries it).
     last: Option<Outcome>,
 }
+
+impl Job {
+    fn new(raw: RawRow, order: Order) -> Job {
+        Job { raw, order, attempts: 0, token_rejections: 0, last: None }
+    }
+
+    /// Attempts that count toward `--max-attempts`.
+    fn counted_attempts(&self) -> u32 {
+        self.attempts - self.token_rejections.min(TOKEN_RETRIES)
+    }
+}
+
+/// Token rejections per row that do not count as attempts.
+const TOKEN_RETRIES: u32 = 10;
 
 /// One finished row on its way to the results file.
 struct Finished {
@@ -321,7 +339,10 @@ impl Worker<'_> {
             Action::Retry { .. } => Some(Instant::now() + self.delay(category, job.attempts)),
             Action::RefreshToken => match self.tokens.rejected(&token) {
                 // Re-signed with the new token at once.
-                Ok(()) => Some(Instant::now()),
+                Ok(()) => {
+                    job.token_rejections += 1;
+                    Some(Instant::now())
+                }
                 Err(e) => {
                     let stop_why = match e {
                         TokenFailure::StaticRejected | TokenFailure::RefreshExhausted => e.to_string(),
@@ -333,11 +354,11 @@ impl Worker<'_> {
             },
         };
         match due {
-            Some(due) if job.attempts < self.send.max_attempts && !self.control.stopped() => {
+            Some(due) if job.counted_attempts() < self.send.max_attempts && !self.control.stopped() => {
                 job.last = Some(outcome);
                 Step::Park(due)
             }
-            Some(_) if job.attempts < self.send.max_attempts => {
+            Some(_) if job.counted_attempts() < self.send.max_attempts => {
                 self.stats.cut_short.fetch_add(1, Ordering::Relaxed);
                 Step::Done(outcome)
             }
@@ -635,7 +656,7 @@ pub fn run(
                 }
                 let finished = match verdict {
                     Verdict::Ready(order) if !control.stopped() => {
-                        ready.push(Job { raw, order, attempts: 0, last: None });
+                        ready.push(Job::new(raw, order));
                         // Without a journal there is nothing to wait for.
                         if ready.len() >= JOURNAL_GROUP || !journaled {
                             hand_over(&mut ready)?;

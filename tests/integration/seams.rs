@@ -193,3 +193,50 @@ fn excel_csv_wrote_a_formula_header_raw() {
     let text = std::fs::read_to_string(w.path("y.csv")).unwrap();
     assert!(text.lines().next().unwrap().contains(",\"=HYPERLINK"), "{text}");
 }
+
+#[test]
+fn token_rejections_used_up_a_rows_attempts() {
+    let w = Workdir::new();
+    w.write("in.csv", "bill_no,openid,zone_id\nA1,oU1,1\nB1,oU2,1\nC1,oU3,1\n");
+    let mut c = sim_config();
+    // Tokens die after a second; every order settles on its third try, the
+    // tries 1.5 s apart: each retry meets a dead token first.
+    c.token_lifetime = Duration::from_secs(1);
+    for b in ["A1", "B1", "C1"] {
+        c.orders.insert(b.into(), OrderState::Processing(2));
+    }
+    let sim = start(c);
+    let out = w.live("in.csv", "out.csv", &sim).args(["--max-attempts", "3", "--backoff-ms", "150"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r = Results::read(&w.path("out.csv"));
+    let codes: Vec<_> = sim.stats().log.iter().map(|e| (e.bill_no.clone(), e.errcode)).collect();
+    let rejected: Vec<&str> = codes.iter().filter(|(_, c)| *c == Some(42001)).map(|(b, _)| b.as_str()).collect();
+    assert!(!rejected.is_empty(), "tokens were rejected: {codes:?}");
+    for row in &r.rows {
+        assert_eq!(row["category"], "cancelled", "{row:?}");
+        let attempts: u32 = row["attempts"].parse().unwrap();
+        // `attempts` counts every request, the rejected ones too.
+        let want = if rejected.contains(&row["bill_no"].as_str()) { 4 } else { 3 };
+        assert!(attempts >= want, "{row:?}");
+    }
+}
+
+#[test]
+fn a_failed_workbook_report_left_an_empty_file_behind() {
+    let w = Workdir::new();
+    let long = "x".repeat(40_000);
+    w.write("in.csv", format!("bill_no,openid,zone_id,note\nA1,oU1,1,{long}\n"));
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    for _ in 0..2 {
+        let out = w.cmd().args(["report", "out.csv", "--xlsx", "r.xlsx"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_of(&out);
+        assert!(err.contains("Results!D2") && err.contains("32,767"), "the cell is named: {err}");
+        assert!(!err.contains("already exists"), "{err}");
+        assert!(!w.path("r.xlsx").exists(), "no file left behind");
+    }
+    let left: Vec<_> = std::fs::read_dir(w.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".tmp")), "{left:?}");
+}

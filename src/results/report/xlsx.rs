@@ -15,6 +15,8 @@ use std::path::Path;
 
 /// Rows a worksheet holds, its header row included.
 const SHEET_ROWS: usize = 1_048_576;
+/// Columns a worksheet holds.
+const SHEET_COLUMNS: usize = 16_384;
 /// Column widths, in characters.
 const MIN_WIDTH: usize = 6;
 const MAX_WIDTH: usize = 60;
@@ -60,7 +62,13 @@ fn write_table<'a>(
     headers: &[String],
     rows: usize,
     cell: impl Fn(usize, usize) -> Cow<'a, str>,
-) -> Result<(), rust_xlsxwriter::XlsxError> {
+) -> anyhow::Result<()> {
+    if headers.len() > SHEET_COLUMNS {
+        anyhow::bail!(
+            "{} columns do not fit in a worksheet (at most {SHEET_COLUMNS}); use the results CSV",
+            headers.len()
+        );
+    }
     let mut widths: Vec<usize> = headers.iter().map(|h| display_width(h)).collect();
     for r in 0..rows {
         for (c, w) in widths.iter_mut().enumerate() {
@@ -82,11 +90,25 @@ fn write_table<'a>(
         for c in 0..headers.len() {
             let text = cell(r, c);
             if !text.is_empty() {
-                sheet.write_string(r as u32 + 1, col(c), text)?;
+                if let Err(e) = sheet.write_string(r as u32 + 1, col(c), text) {
+                    return Err(cell_error(sheet, r as u32 + 1, c, e));
+                }
             }
         }
     }
     Ok(())
+}
+
+/// A cell that cannot be written, named by its address.
+fn cell_error(sheet: &Worksheet, row: u32, c: usize, e: rust_xlsxwriter::XlsxError) -> anyhow::Error {
+    let at = format!("{}!{}", sheet.name(), rust_xlsxwriter::utility::row_col_to_cell(row, col(c)));
+    match e {
+        rust_xlsxwriter::XlsxError::MaxStringLengthExceeded => anyhow::anyhow!(
+            "{at}: the cell is longer than the 32,767 characters a workbook cell holds; the results CSV has it whole \
+             (use the CSV, or leave that column out of the export)"
+        ),
+        e => anyhow::anyhow!("{at}: {e}"),
+    }
 }
 
 fn col(c: usize) -> u16 {
@@ -100,7 +122,7 @@ fn display_width(s: &str) -> usize {
 
 /// `report RESULTS --xlsx OUT`: a Summary sheet and a Results sheet.
 /// `summary` is the file's (from `report::summarize`), read once by the caller.
-pub fn write_report(results: &Path, summary: &Summary, out: std::fs::File) -> anyhow::Result<u64> {
+pub fn write_report(results: &Path, summary: &Summary, out: &mut std::fs::File) -> anyhow::Result<u64> {
     let mut file = open(results)?;
     let lines = lines_in_row_order(&mut file, |_| true)?;
     let mut book = Workbook::new();
@@ -191,7 +213,7 @@ fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'
 
 /// `report --only CATS -o FILE.xlsx`: the input columns of those rows, in
 /// input order, as a workbook `run` takes back.
-pub fn write_only(results: &Path, categories: &[Category], out: std::fs::File) -> anyhow::Result<u64> {
+pub fn write_only(results: &Path, categories: &[Category], out: &mut std::fs::File) -> anyhow::Result<u64> {
     let mut file = open(results)?;
     let only = super::OnlyColumns::of(&file);
     let lines = lines_in_row_order(&mut file, |c| categories.contains(&c))?;
