@@ -50,6 +50,36 @@ pub struct FileConfig {
     pub path: Option<PathBuf>,
 }
 
+/// The config file's keys (the fields of [`FileConfig`]).
+const KEYS: [&str; 21] = [
+    "appid",
+    "offer_id",
+    "pf",
+    "sandbox",
+    "session_keys",
+    "mp_sig",
+    "encoding",
+    "api",
+    "cancel_tag",
+    "base_url",
+    "rate",
+    "burst",
+    "concurrency",
+    "max_attempts",
+    "timeout",
+    "backoff_ms",
+    "dry_run",
+    "ts",
+    "resume",
+    "simulate",
+    "columns",
+];
+
+/// The line of a top-level `key = ...` in a TOML text, for messages.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| l.split_once('=').is_some_and(|(k, _)| k.trim().trim_matches('"') == key)).map(|i| i + 1)
+}
+
 /// Key names that hold a secret: such a key in a config file is refused
 /// (secrets come from the environment only) without repeating its value.
 const SECRET_WORDS: [&str; 5] = ["secret", "token", "password", "app_key", "appkey"];
@@ -65,16 +95,41 @@ impl FileConfig {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             anyhow::anyhow!("config file {name} is not valid TOML at line {line}: {}", e.message().trim())
         })?;
+        // No message repeats a line of the file, a key or a value: a secret
+        // pasted into it (as a value, or alone on a line, where it reads as
+        // a key) must not reach a terminal or a ticket. Keys are named only
+        // when they are this file's own.
+        let at = |key: &str| line_of_key(&text, key).map_or_else(String::new, |n| format!(" line {n}"));
         if let Some(key) = table.keys().find(|k| SECRET_WORDS.iter().any(|w| k.to_ascii_lowercase().contains(w))) {
             anyhow::bail!(
-                "config file {name} has a key `{key}`, which looks like a secret: secrets belong in the \
+                "config file {name}{}: that key looks like a secret: secrets belong in the \
                  environment (MIDAS_APP_KEY, WECHAT_APP_SECRET or WECHAT_ACCESS_TOKEN, or NAME_FILE naming a file \
-                 that holds it), never in a config file. Remove that line"
+                 that holds it), never in a config file. Remove that line",
+                at(key)
             );
         }
-        let mut cfg: FileConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("config file {name}: {}", e.message().trim()))?;
+        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            anyhow::bail!(
+                "config file {name}{}: unknown key (not repeated here, in case it is a pasted secret). \
+                 The keys are: {}",
+                at(key),
+                KEYS.join(", ")
+            );
+        }
+        let mut cfg: FileConfig = toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let key = line.and_then(|n| text.lines().nth(n - 1)).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim());
+            let key = key.filter(|k| KEYS.contains(k)).map_or_else(String::new, |k| format!(" `{k}`"));
+            // serde's "invalid type: string \"VALUE\", expected ..." quotes the
+            // value: only what is expected is said.
+            let message = e.message();
+            let expected = message.rsplit_once("expected ").map_or("another value", |(_, x)| x.trim());
+            let line = line.map_or_else(String::new, |n| format!(" line {n}"));
+            anyhow::anyhow!(
+                "config file {name}{line}:{key} has a value of the wrong kind (expected {expected}; the value is not \
+                 repeated here)"
+            )
+        })?;
         let dir = path.parent().unwrap_or(Path::new(""));
         cfg.session_keys = cfg.session_keys.map(|p| dir.join(p));
         cfg.path = Some(path.to_path_buf());
@@ -368,7 +423,9 @@ impl RunConfig {
         };
         // Last: the flags, config and secrets are checked before big files are read.
         let input = InputConfig::resolve(&args.input, &args.input_args, &file, Some(&offer_id), mode != Mode::DryRun)?;
-        let redactor = Redactor::default();
+        // The process's own: what it scrubs, every message leaving the
+        // process is scrubbed of (see `reporter::to_stderr`).
+        let redactor = Redactor::process().clone();
         for s in [Some(&app_key), app_secret.as_ref(), access_token.as_ref()].into_iter().flatten() {
             redactor.add(s);
         }
@@ -424,6 +481,40 @@ mod tests {
                 }
                 (got, want) => panic!("{url}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    /// Every key named in KEYS is a field of the file (and so none is
+    /// refused as unknown), and every field is in KEYS.
+    #[test]
+    fn the_key_list_is_the_config_files_fields() {
+        for key in super::KEYS {
+            let e = toml::from_str::<super::FileConfig>(&format!("{key} = []")).unwrap_err().to_string();
+            assert!(!e.contains("unknown field"), "{key}: {e}");
+        }
+        let e = toml::from_str::<super::FileConfig>("nope = 1").unwrap_err().to_string();
+        for field in e.split('`').skip(3).step_by(2) {
+            assert!(super::KEYS.contains(&field), "{field} is missing from KEYS: {e}");
+        }
+    }
+
+    /// Regression (config_errors_quoted_a_value): a type error repeated the
+    /// value, an unknown key repeated the key (a pasted secret).
+    #[test]
+    fn config_errors_never_quote_a_value_or_an_unknown_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("appid = \"wx1\"\nrate = \"S3cr3tValue99\"\n", "line 2: `rate` has a value of the wrong kind"),
+            ("S3cr3tValue99 = 1\n", "line 1: unknown key"),
+            ("\"S3cr3tValue99\" = \"x\"\n", "line 1: unknown key"),
+            ("[S3cr3tValue99]\n", "unknown key"),
+            ("sandbox = \"S3cr3tValue99\"\n", "`sandbox` has a value of the wrong kind"),
+        ] {
+            let p = dir.path().join("c.toml");
+            std::fs::write(&p, text).unwrap();
+            let e = format!("{:#}", super::FileConfig::load(&p).unwrap_err());
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains("S3cr3t"), "{text:?}: {e}");
         }
     }
 }

@@ -17,6 +17,8 @@ fn no_core_dumps() {
 
 fn main() -> ExitCode {
     no_core_dumps();
+    // A panic's message goes out through the one redacting exit too.
+    std::panic::set_hook(Box::new(|info| midas_cancel::say!("{info}")));
     let cli = Cli::parse();
     match midas_cancel::run(cli) {
         Ok(exit) => ExitCode::from(exit as u8),

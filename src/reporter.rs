@@ -8,11 +8,14 @@ use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Writes `text` to stderr. A stderr that is closed or full (`2>&1 | head`)
-/// is ignored, never a panic: a write error here must not stop workers whose
-/// requests are already sent from recording their answers.
+/// Writes `text` to stderr: the one exit for the process's messages (stop
+/// reasons, breaker texts, errors, panics), so each passes the process's
+/// redactor and no path can skip it. A stderr that is closed or full (`2>&1
+/// | head`) is ignored, never a panic: a write error here must not stop
+/// workers whose requests are already sent from recording their answers.
 pub fn to_stderr(text: std::fmt::Arguments<'_>) {
-    let _ = std::io::stderr().lock().write_fmt(text);
+    let text = crate::secret::Redactor::process().redact(&text.to_string());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// [`to_stderr`] with a line end.

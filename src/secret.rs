@@ -44,7 +44,16 @@ pub struct Redactor {
     forms: Arc<RwLock<Vec<String>>>,
 }
 
+/// The process's redactor: every secret the run learns is registered with
+/// it, and every text the process writes to stderr passes it.
+static PROCESS: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+
 impl Redactor {
+    /// The redactor of this process (clones share its registry).
+    pub fn process() -> &'static Redactor {
+        PROCESS.get_or_init(Redactor::default)
+    }
+
     pub fn add(&self, secret: &Secret) {
         // Very short values would redact ordinary text; real secrets are long.
         if secret.0.len() < 8 {

@@ -78,6 +78,10 @@ struct StableState {
     force_used: bool,
     calls: u64,
     last_fetch: Option<Instant>,
+    /// A rejected token no replacement could be had for, and why: the other
+    /// workers whose requests it failed are told at once, instead of each
+    /// fetching again (3 s apart) while the breaker stops the run.
+    failed: Option<(Secret, String)>,
 }
 
 /// The access tokens of one run, shared by every worker.
@@ -104,7 +108,13 @@ impl Tokens {
                 transport,
                 appid: appid.to_string(),
                 secret,
-                state: Mutex::new(StableState { current: None, force_used: false, calls: 0, last_fetch: None }),
+                state: Mutex::new(StableState {
+                    current: None,
+                    force_used: false,
+                    calls: 0,
+                    last_fetch: None,
+                    failed: None,
+                }),
                 redactor,
                 log,
             },
@@ -147,7 +157,17 @@ impl Tokens {
         if st.current.as_ref().is_some_and(|c| &c.token != token) {
             return Ok(()); // another worker already replaced it
         }
-        if &self.fetch(&mut st, false)? != token {
+        if let Some((_, why)) = st.failed.as_ref().filter(|(t, _)| t == token) {
+            return Err(TokenFailure::Fetch(why.clone()));
+        }
+        let fetched = match self.fetch(&mut st, false) {
+            Err(TokenFailure::Fetch(why)) => {
+                st.failed = Some((token.clone(), why.clone()));
+                return Err(TokenFailure::Fetch(why));
+            }
+            other => other?,
+        };
+        if &fetched != token {
             return Ok(());
         }
         // The normal call handed back the very token just rejected: force a

@@ -156,6 +156,9 @@ pub struct SimConfig {
     /// v2: coins left on a deduction not listed with `remaining:N`.
     pub v2_remaining: u64,
     pub seed: u64,
+    /// Adversarial: stable_token calls after this many answer 40125 with an
+    /// errmsg that repeats the AppSecret it was sent (a leaky proxy).
+    pub token_echo_after: Option<u64>,
 }
 
 impl SimConfig {
@@ -178,6 +181,7 @@ impl SimConfig {
             echo: String::new(),
             v2_remaining: 1_000_000,
             seed: 1,
+            token_echo_after: None,
         }
     }
 }
@@ -539,6 +543,9 @@ impl State {
         };
         if req.grant_type != "client_credential" {
             return answer(40002, "invalid grant_type");
+        }
+        if self.cfg.token_echo_after.is_some_and(|n| self.stats.stable_token_calls > n) {
+            return answer(40125, &format!("invalid appsecret {}, rid: 1", req.secret));
         }
         if self.cfg.app_secret.is_empty() || req.secret != self.cfg.app_secret {
             return answer(40125, "invalid appsecret");

@@ -240,3 +240,24 @@ fn a_failed_workbook_report_left_an_empty_file_behind() {
     let left: Vec<_> = std::fs::read_dir(w.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!left.iter().any(|n| n.to_string_lossy().ends_with(".tmp")), "{left:?}");
 }
+
+#[test]
+fn a_token_refresh_failing_mid_run_printed_the_app_secret() {
+    let w = Workdir::new();
+    w.orders("in.csv", 40);
+    let mut c = sim_config();
+    // The first token lives a second; every later stable_token call fails
+    // with an errmsg that repeats the AppSecret it was sent.
+    c.token_lifetime = Duration::from_secs(1);
+    c.token_echo_after = Some(1);
+    let sim = start(c);
+    let out = w.live("in.csv", "out.csv", &sim).args(["--rate", "15"]).output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("Stopped early") && err.contains("invalid appsecret ***"), "{err}");
+    assert!(!err.contains(crate::harness::APP_SECRET), "{err}");
+    let written = std::fs::read_to_string(w.path("out.csv")).unwrap();
+    assert!(!written.contains(crate::harness::APP_SECRET));
+    // Workers that met the dead token are told at once, not after a fetch each.
+    assert!(sim.stats().stable_token_calls <= 3, "{} stable_token calls", sim.stats().stable_token_calls);
+}
