@@ -81,7 +81,7 @@ struct StableState {
     /// A rejected token no replacement could be had for, and why: the other
     /// workers whose requests it failed are told at once, instead of each
     /// fetching again (3 s apart) while the breaker stops the run.
-    failed: Option<(Secret, String)>,
+    failed: Option<Box<(Secret, String)>>,
 }
 
 /// The access tokens of one run, shared by every worker.
@@ -157,12 +157,12 @@ impl Tokens {
         if st.current.as_ref().is_some_and(|c| &c.token != token) {
             return Ok(()); // another worker already replaced it
         }
-        if let Some((_, why)) = st.failed.as_ref().filter(|(t, _)| t == token) {
+        if let Some((_, why)) = st.failed.as_deref().filter(|(t, _)| t == token) {
             return Err(TokenFailure::Fetch(why.clone()));
         }
         let fetched = match self.fetch(&mut st, false) {
             Err(TokenFailure::Fetch(why)) => {
-                st.failed = Some((token.clone(), why.clone()));
+                st.failed = Some(Box::new((token.clone(), why.clone())));
                 return Err(TokenFailure::Fetch(why));
             }
             other => other?,
