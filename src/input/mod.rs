@@ -7,6 +7,7 @@
 //! settle the encoding, so undecodable bytes stop the run before anything is
 //! produced or sent. A workbook's sheet is parsed whole when it is opened.
 
+mod hidden;
 pub mod workbook;
 
 use crate::api::{self, v2, ApiKind};
@@ -887,6 +888,9 @@ pub struct RawRow {
     /// that is not an exact id, a date, an error, a formula), with its
     /// address. Such a row is `invalid_input`.
     pub hazard: Option<String>,
+    /// A workbook row the person does not see (filtered out, or hidden by
+    /// hand): never sent, reported `invalid_input`.
+    pub hidden: bool,
 }
 
 /// A reusable batch of rows: the records keep their allocations between
@@ -921,7 +925,7 @@ impl Rows {
                     Ok(false) => return Ok(false),
                     Ok(true) if is_blank(&raw.record) => continue,
                     Ok(true) => {
-                        raw.hazard = None;
+                        (raw.hazard, raw.hidden) = (None, false);
                         raw.record.position().map_or(0, |p| lock(lines).line_of(p.byte()))
                     }
                     Err(e) => return Err(csv_err(&self.display, lines, &e)),
@@ -935,6 +939,7 @@ impl Rows {
                         continue;
                     }
                     raw.hazard = row.read_into(width, fields, &mut raw.record);
+                    raw.hidden = row.is_hidden();
                     row.number
                 }
             };
@@ -1212,6 +1217,13 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
     let invalid = |bill_no, m: String| Validated::Invalid { bill_no, message: format!("{}: {m}", header.place(line)) };
     // A workbook cell the API cannot take: its message names the cell.
     let hazard = |bill_no| raw.hazard.clone().map(|message| Validated::Invalid { bill_no, message });
+    // Only what the person sees is sent; a hidden row claims no bill_no, so
+    // a visible row of the same order is not taken for its duplicate.
+    if raw.hidden {
+        let m = "hidden in the workbook (filtered out, or hidden by hand), so it is not sent: unhide it and run it \
+                 again if it must be cancelled";
+        return invalid(None, m.to_string());
+    }
     if raw.record.len() != header.len() {
         let m = format!(
             "the row has {} fields but the header has {} (a missing or extra comma, or an unquoted comma inside a value)",
@@ -1593,7 +1605,7 @@ mod tests {
     }
 
     fn raw(row: u64, cells: &[&str]) -> RawRow {
-        RawRow { row, line: row + 1, record: csv::StringRecord::from(cells.to_vec()), hazard: None }
+        RawRow { row, line: row + 1, record: csv::StringRecord::from(cells.to_vec()), hazard: None, hidden: false }
     }
 
     fn message(v: Validated<'_>) -> String {

@@ -9,6 +9,7 @@
 use super::Field;
 use calamine::{Data, Reader};
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -31,6 +32,8 @@ pub struct Sheet {
     cells: calamine::Range<Data>,
     /// The formulas' text where cells hold one (the values are cached results).
     formulas: calamine::Range<String>,
+    /// Rows (absolute, 0-based) the person does not see (.xlsx, .ods).
+    hidden: HashSet<u32>,
     /// Cell styles (.xlsx only): a number shown through a format such as
     /// `00000` is not what the sheet shows. Read on first need (a number in
     /// an API column): reading them is another pass over the sheet.
@@ -42,7 +45,8 @@ pub struct Sheet {
 impl Sheet {
     /// Reads `sheet` (default: the first) of the workbook in `bytes`.
     pub fn read(bytes: Vec<u8>, sheet: Option<&str>) -> Result<Sheet, String> {
-        let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(Arc::<[u8]>::from(bytes))).map_err(|e| {
+        let bytes = Arc::<[u8]>::from(bytes);
+        let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.clone())).map_err(|e| {
             format!(
                 "it looks like a workbook (a ZIP archive or an Office file), but it cannot be read as one ({e}): \
                      open it in Excel or LibreOffice and save it again as .xlsx, or as \"CSV UTF-8\""
@@ -69,6 +73,14 @@ impl Sheet {
                 None => shown.or_else(|| names.first().cloned()).ok_or("it has no sheets")?,
             };
         let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
+        // What cannot be checked is not sent: a workbook whose row visibility
+        // cannot be read is refused.
+        let hidden = match book {
+            calamine::Sheets::Xlsx(_) => super::hidden::xlsx_hidden_rows(&bytes, &name),
+            calamine::Sheets::Ods(_) => super::hidden::ods_hidden_rows(&bytes, &name),
+            calamine::Sheets::Xls(_) | calamine::Sheets::Xlsb(_) => Ok(HashSet::new()),
+        }
+        .map_err(|e| format!("cannot tell which rows of sheet `{name}` are hidden ({e})"))?;
         // Not every format keeps formulas apart from their values: then none are known.
         let formulas = book.worksheet_formula(&name).unwrap_or_default();
         let xlsx = match book {
@@ -76,7 +88,7 @@ impl Sheet {
             _ => None,
         };
         let others = names.into_iter().filter(|n| *n != name).collect();
-        Ok(Sheet { name, others, format, cells, formulas, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
+        Ok(Sheet { name, others, format, cells, formulas, hidden, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
     }
 
     /// Rows of the sheet's used range (the header row included).
@@ -132,6 +144,11 @@ pub struct SheetRow<'a> {
 }
 
 impl SheetRow<'_> {
+    /// Whether the row is hidden (filtered out, or hidden by hand).
+    pub fn is_hidden(&self) -> bool {
+        self.sheet.hidden.contains(&self.row)
+    }
+
     /// Whether every cell is empty (or blank text), as a blank CSV line.
     pub fn is_blank(&self) -> bool {
         self.cells().all(blank)

@@ -310,6 +310,13 @@ fn resuming_with_another_sheet_is_refused() {
 /// A minimal OpenDocument spreadsheet (what LibreOffice saves, cut to what a
 /// reader needs): one sheet, rows of (value type, value) cells.
 fn ods(path: &std::path::Path, sheet: &str, rows: &[&[(&str, &str)]]) {
+    ods_hiding(path, sheet, rows, &[]);
+}
+
+/// [`ods`] with some rows (0-based, the header being 0) hidden as
+/// LibreOffice writes them: `(row, "collapsed")` by hand, `(row, "filter")`
+/// by an autofilter.
+fn ods_hiding(path: &std::path::Path, sheet: &str, rows: &[&[(&str, &str)]], hidden: &[(usize, &str)]) {
     use std::io::Write as _;
     let cell = |(kind, v): &(&str, &str)| match *kind {
         "string" => format!(r#"<table:table-cell office:value-type="string"><text:p>{v}</text:p></table:table-cell>"#),
@@ -323,7 +330,14 @@ fn ods(path: &std::path::Path, sheet: &str, rows: &[&[(&str, &str)]]) {
     };
     let body: String = rows
         .iter()
-        .map(|r| format!("<table:table-row>{}</table:table-row>", r.iter().map(cell).collect::<String>()))
+        .enumerate()
+        .map(|(i, r)| {
+            let visibility = hidden
+                .iter()
+                .find(|(h, _)| *h == i)
+                .map_or(String::new(), |(_, v)| format!(r#" table:visibility="{v}""#));
+            format!("<table:table-row{visibility}>{}</table:table-row>", r.iter().map(cell).collect::<String>())
+        })
         .collect();
     let content = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="{sheet}">{body}</table:table></office:spreadsheet></office:body></office:document-content>"#
@@ -449,4 +463,65 @@ fn report_xlsx_needs_a_name_excel_recognises() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("the name must end in .xlsx"), "{}", stderr_of(&out));
     assert!(!w.path("report.csv").exists(), "nothing written");
+}
+
+/// Regression (hidden_rows_were_sent): an export filtered down to the
+/// affected orders, or with rows hidden by hand, had every row cancelled,
+/// the hidden ones too. A hidden row is reported, not sent, and claims no
+/// bill_no (a visible row of the same order is still sent).
+#[test]
+fn hidden_and_filtered_rows_were_cancelled() {
+    let w = Workdir::new();
+    let rows = text_rows(&[
+        &["bill_no", "openid", "zone_id"],
+        &["B001", "oUSER1", "1"],
+        &["B002", "oUSER2", "1"],
+        &["B003", "oUSER3", "1"],
+        &["B004", "oUSER4", "1"],
+        &["B002", "oUSER2", "1"],
+    ]);
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet().set_name("Orders").unwrap();
+    for (r, cells) in rows.iter().enumerate() {
+        for (c, cell) in cells.iter().enumerate() {
+            put(sheet, r as u32, c as u16, cell);
+        }
+    }
+    sheet.set_row_hidden(2).unwrap();
+    sheet.set_row_hidden(3).unwrap();
+    book.save(w.path("orders.xlsx")).unwrap();
+    let text = |(k, v): (&'static str, &'static str)| (k, v);
+    let ods_rows: Vec<Vec<(&str, &str)>> = [
+        ["bill_no", "openid", "zone_id"],
+        ["B001", "oUSER1", "1"],
+        ["B002", "oUSER2", "1"],
+        ["B003", "oUSER3", "1"],
+        ["B004", "oUSER4", "1"],
+        ["B002", "oUSER2", "1"],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|v| text(("string", v))).collect())
+    .collect();
+    let ods_refs: Vec<&[(&str, &str)]> = ods_rows.iter().map(Vec::as_slice).collect();
+    ods_hiding(&w.path("orders.ods"), "Orders", &ods_refs, &[(2, "collapsed"), (3, "filter")]);
+
+    for (file, out) in [("orders.xlsx", "x.csv"), ("orders.ods", "o.csv")] {
+        let check = w.cmd().args(["check", file]).output().unwrap();
+        let said = String::from_utf8_lossy(&check.stdout).into_owned();
+        assert!(said.contains("5 rows, 3 ready to send, 2 invalid_input"), "{file}: {said}");
+        assert!(said.contains("Orders row 3: hidden in the workbook"), "{file}: {said}");
+        let sim = start(sim_config());
+        let run = w.live(file, out, &sim).output().unwrap();
+        assert_eq!(run.status.code(), Some(1), "{file}: {}", stderr_of(&run));
+        let mut sent: Vec<String> = sim.stats().log.iter().map(|e| e.bill_no.clone()).collect();
+        sent.sort();
+        assert_eq!(sent, ["B001", "B002", "B004"], "{file}: only the rows a person sees");
+        let r = Results::read(&w.path(out));
+        assert_one_line_per_row(&r, 5);
+        for n in [2, 3] {
+            assert_eq!(r.row(n)["category"], "invalid_input", "{file}");
+            assert!(r.row(n)["errmsg"].contains("unhide it and run it again"), "{file}: {:?}", r.row(n));
+        }
+        assert_eq!(r.row(5)["category"], "cancelled", "{file}: the visible B002 is not a duplicate of the hidden one");
+    }
 }
