@@ -218,6 +218,12 @@ pub fn check_amount(v: &str) -> Result<u64, String> {
     if v.contains('.') {
         return Err(format!("amount `{v}` has a decimal point: coins are whole numbers; {fix}"));
     }
+    // A leading `'` is how a spreadsheet marks a number typed as text.
+    if v.starts_with('\'') {
+        return Err(format!(
+            "amount `{v}` begins with `'`, the mark a spreadsheet puts before a number typed as text: {fix}"
+        ));
+    }
     if v.contains([',', '，', '_', ' ', '\u{3000}', '\'']) {
         return Err(format!("amount `{v}` has a thousands separator or space: {fix}"));
     }
@@ -287,6 +293,8 @@ mod tests {
             ("", Err("empty")),
             ("60.0", Err("decimal point")),
             ("1,000", Err("thousands separator")),
+            // Regression (quoted_amount_called_a_separator).
+            ("'60", Err("typed as text")),
             ("1 000", Err("thousands separator")),
             ("¥60", Err("contains `¥`")),
             ("60元", Err("contains `元`")),

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -639,21 +639,6 @@ fn decoder_checker(enc: &'static encoding_rs::Encoding) -> impl FnMut(&[u8], boo
     }
 }
 
-/// The number of `\n` bytes `r` yields, read in large chunks.
-fn count_newlines(r: impl Read) -> io::Result<u64> {
-    let mut r = io::BufReader::with_capacity(1 << 20, r);
-    let mut n = 0;
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(n);
-        }
-        n += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-        let len = chunk.len();
-        r.consume(len);
-    }
-}
-
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -722,7 +707,15 @@ impl Header {
                 Some(m) => &m.header,
                 None => name,
             };
-            let hits: Vec<usize> = (0..names.len()).filter(|&i| names[i].eq_ignore_ascii_case(wanted)).collect();
+            // A field's own name matches however an exporter spells it
+            // (`sessionKey`, `Session-Key`, `session key`): a session key under
+            // another spelling must never be carried into the results as a
+            // plain column. A `--column` header matches as given.
+            let matches = |name: &str| match mapped.is_empty() {
+                true => loose_name(name) == loose_name(wanted),
+                false => name.eq_ignore_ascii_case(wanted),
+            };
+            let hits: Vec<usize> = (0..names.len()).filter(|&i| matches(&names[i])).collect();
             match hits.as_slice() {
                 [] if !mapped.is_empty() => {
                     return Err(InputError::MappedColumnMissing {
@@ -1391,6 +1384,11 @@ impl StoredKey {
     }
 }
 
+/// A header name compared loosely: case, `_`, `-`, `.` and white space aside.
+fn loose_name(name: &str) -> String {
+    name.chars().filter(|c| !matches!(c, '_' | '-' | '.') && !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
 /// Session keys from `--session-keys FILE` (CSV `openid,session_key`), keyed
 /// by a fingerprint of the openid to keep a few million users small.
 #[derive(Default)]
@@ -1400,16 +1398,19 @@ impl SessionKeys {
     pub fn load(path: &Path) -> anyhow::Result<SessionKeys> {
         use anyhow::Context as _;
         let ctx = || format!("session keys file {}", path.display());
-        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path).with_context(ctx)?;
+        // Read once, whole: a FIFO or /dev/stdin cannot be read twice (the
+        // line count below used to open the file a second time).
+        let bytes = std::fs::read(path).with_context(ctx)?;
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[..]);
         let headers = rdr.headers().with_context(ctx)?.clone();
-        let pos = |name: &str| headers.iter().position(|h| header_name(h).eq_ignore_ascii_case(name));
+        let pos = |name: &str| headers.iter().position(|h| loose_name(header_name(h)) == loose_name(name));
         let (Some(o), Some(k)) = (pos("openid"), pos("session_key")) else {
             anyhow::bail!("{}: the header row must name the columns openid and session_key", ctx());
         };
         // Sized up front from a count of the lines (a quick pass): growing
         // the table step by step cost a third of loading a quarter of a
         // million keys.
-        let lines = File::open(path).and_then(count_newlines).with_context(ctx)?;
+        let lines = memchr::memchr_iter(b'\n', &bytes).count();
         let mut map = HashMap::with_capacity_and_hasher(usize::try_from(lines).unwrap_or(0), Default::default());
         let mut rec = csv::ByteRecord::new();
         // Inserted a few thousand at a time, in a loop of nothing else, so

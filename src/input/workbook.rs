@@ -45,6 +45,12 @@ pub struct Sheet {
 impl Sheet {
     /// Reads `sheet` (default: the first) of the workbook in `bytes`.
     pub fn read(bytes: Vec<u8>, sheet: Option<&str>) -> Result<Sheet, String> {
+        if password_protected(&bytes) {
+            return Err("it is a password-protected (encrypted) workbook, which cannot be read without its password: \
+                        open it in Excel or LibreOffice, remove the password (Excel: File > Info > Protect \
+                        Workbook), save it, and give that file"
+                .to_string());
+        }
         let bytes = Arc::<[u8]>::from(bytes);
         let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.clone())).map_err(|e| {
             format!(
@@ -230,6 +236,14 @@ impl SheetRows {
     }
 }
 
+/// An encrypted Office workbook: an Office compound file (whatever its name)
+/// holding an `EncryptedPackage` stream, its name in UTF-16.
+fn password_protected(bytes: &[u8]) -> bool {
+    const OLE: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    let name: Vec<u8> = "EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    bytes.starts_with(&OLE) && memchr::memmem::find(bytes, &name).is_some()
+}
+
 /// An empty cell, or one of blank text.
 fn blank(cell: &Data) -> bool {
     match cell {
@@ -396,5 +410,16 @@ mod tests {
         assert_eq!(cell_text(&Data::Float(100.0)), "100");
         assert_eq!(cell_text(&Data::Bool(true)), "TRUE");
         assert_eq!(cell_text(&Data::Error(calamine::CellErrorType::NA)), "#N/A");
+    }
+
+    /// Regression (encrypted_workbook_not_named): "Cannot detect file format".
+    #[test]
+    fn a_password_protected_workbook_is_named_so() {
+        let mut bytes = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        bytes.resize(512, 0);
+        bytes.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
+        bytes.resize(2048, 0);
+        let e = Sheet::read(bytes, None).err().unwrap();
+        assert!(e.contains("password-protected"), "{e}");
     }
 }

@@ -261,3 +261,45 @@ fn a_token_refresh_failing_mid_run_printed_the_app_secret() {
     // Workers that met the dead token are told at once, not after a fetch each.
     assert!(sim.stats().stable_token_calls <= 3, "{} stable_token calls", sim.stats().stable_token_calls);
 }
+
+#[test]
+fn a_session_key_column_under_another_spelling_was_written_out() {
+    for header in ["sessionKey", "Session-Key", "SessionKey", "session key"] {
+        let w = Workdir::new();
+        w.write("in.csv", format!("bill_no,openid,zone_id,amount,{header}\nP1,oU1,1,60,S3ssionKeyAAAA==\n"));
+        let sim = start(sim_config());
+        let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{header}: {}", stderr_of(&out));
+        let written = std::fs::read_to_string(w.path("out.csv")).unwrap();
+        assert!(!written.contains("S3ssionKey"), "{header}: {written}");
+        assert!(!written.to_lowercase().contains("key,"), "{header}: no such column: {written}");
+    }
+}
+
+#[test]
+fn session_keys_from_a_fifo_were_read_twice() {
+    let w = Workdir::new();
+    let mut orders = String::from("bill_no,openid,zone_id,amount\n");
+    let mut keys = String::from("openid,session_key\n");
+    for i in 0..2000 {
+        orders.push_str(&format!("P{i},oU{i},1,5\n"));
+        keys.push_str(&format!("oU{i},a2V5{i}==\n"));
+    }
+    w.write("in.csv", orders);
+    let fifo = w.path("keys.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo touches nothing of ours.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer = std::thread::spawn(move || std::fs::write(fifo, keys));
+    let out = w
+        .dry_run("in.csv", "out.csv")
+        .args(["--api", "v2", "--session-keys", "keys.fifo"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(r.rows.len(), 2000);
+    assert!(r.rows.iter().all(|row| row["category"] == "signed"), "every key used");
+}
