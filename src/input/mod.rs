@@ -1411,7 +1411,7 @@ impl SessionKeys {
         // the table step by step cost a third of loading a quarter of a
         // million keys.
         let lines = memchr::memchr_iter(b'\n', &bytes).count();
-        let mut map = HashMap::with_capacity_and_hasher(usize::try_from(lines).unwrap_or(0), Default::default());
+        let mut map = HashMap::with_capacity_and_hasher(lines, Default::default());
         let mut rec = csv::ByteRecord::new();
         // Inserted a few thousand at a time, in a loop of nothing else, so
         // the CPU overlaps the inserts' cache misses (as with duplicates).
