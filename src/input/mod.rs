@@ -165,6 +165,12 @@ pub enum InputError {
     )]
     Undecodable { path: String, tried: &'static str, line: u64, offset: u64 },
     #[error(
+        "{path} mixes encodings: it is UTF-8, but line {line} is not (byte offset {offset}; GBK pasted into a \
+         UTF-8 file?). Read as one encoding, the other lines' Chinese would be garbled, so nothing is read: fix \
+         that line (re-type it, or re-export the whole file as \"CSV UTF-8\")"
+    )]
+    MixedEncodings { path: String, line: u64, offset: u64 },
+    #[error(
         "{path}: the header row lacks the required column(s) {missing}; it has: {found}. \
          Is the header row missing? Otherwise map your exporter's names, e.g. --column bill_no=订单号"
     )]
@@ -324,6 +330,17 @@ impl Input {
         let mut last_failure = None;
         for &enc in candidates {
             match self.check_decodes(enc) {
+                // Not UTF-8 as a whole, but with UTF-8 text in it: a file of
+                // mixed encodings, which no single decoding reads right.
+                Ok(()) if enc != encoding_rs::UTF_8 && candidates.len() > 1 => {
+                    if let Some(offset) = self.mixed_utf8()? {
+                        let line = self.line_at(offset)?;
+                        return Err(InputError::MixedEncodings { path: self.display.clone(), line, offset });
+                    }
+                    self.encoding = enc;
+                    self.bom_len = 0;
+                    return Ok(());
+                }
                 Ok(()) => {
                     self.encoding = enc;
                     self.bom_len = if has_bom && enc == encoding_rs::UTF_8 { 3 } else { 0 };
@@ -370,6 +387,38 @@ impl Input {
         }
         self.size = offset;
         Ok(())
+    }
+
+    /// Where the first line that is not UTF-8 starts, when the file also has
+    /// a line of UTF-8 text beyond ASCII: GBK text is almost never valid
+    /// UTF-8 (its bytes rarely fall into UTF-8's lead-and-continuation
+    /// pattern), so a line that is tells the file was UTF-8 to begin with.
+    fn mixed_utf8(&self) -> Result<Option<u64>, InputError> {
+        let mut f = self.file.try_clone().map_err(|e| self.io_err(e))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| self.io_err(e))?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, f);
+        let (mut line, mut offset) = (Vec::new(), 0u64);
+        let (mut utf8_text, mut first_bad) = (false, None);
+        loop {
+            line.clear();
+            let n = io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(|e| self.io_err(e))?;
+            if n == 0 {
+                break;
+            }
+            if !line.is_ascii() {
+                match std::str::from_utf8(&line) {
+                    Ok(_) => utf8_text = true,
+                    Err(e) => {
+                        first_bad.get_or_insert(offset + e.valid_up_to() as u64);
+                    }
+                }
+            }
+            if utf8_text && first_bad.is_some() {
+                return Ok(first_bad);
+            }
+            offset += n as u64;
+        }
+        Ok(None)
     }
 
     /// The line of the byte at `offset`. Counted only for an error message:

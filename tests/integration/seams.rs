@@ -303,3 +303,20 @@ fn session_keys_from_a_fifo_were_read_twice() {
     assert_eq!(r.rows.len(), 2000);
     assert!(r.rows.iter().all(|row| row["category"] == "signed"), "every key used");
 }
+
+#[test]
+fn a_utf8_file_with_one_gbk_line_was_read_as_gb18030() {
+    let w = Workdir::new();
+    let mut bytes = "bill_no,openid,zone_id,city\nA1,oU1,1,北京\n".as_bytes().to_vec();
+    bytes.extend_from_slice(&encoding_rs::GBK.encode("B1,oU2,1,上海\n").0);
+    bytes.extend_from_slice("C1,oU3,1,广州\n".as_bytes());
+    w.write("in.csv", bytes);
+    let out = w.cmd().args(["check", "in.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("mixes encodings") && err.contains("line 3"), "{err}");
+    // A file that is GBK throughout is still read as GBK.
+    w.write("gbk.csv", encoding_rs::GBK.encode("bill_no,openid,zone_id,city\nA1,oU1,1,北京\nB1,oU2,1,上海\n").0);
+    let out = w.cmd().args(["check", "gbk.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
