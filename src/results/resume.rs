@@ -166,10 +166,7 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     }
     let (row_col, category_col) = layout.row_and_category(expected.len());
     let shape = LineShape { width: expected.len(), row_col, category_col, rows: Some(total_rows) };
-    // Where the bill_no is in a results line: the input's columns come
-    // first, session_key left out.
-    let bill_no_col =
-        header.column(crate::input::Field::BillNo).and_then(|c| header.output_columns().position(|(i, _)| i == c));
+    let bill_no_col = bill_no_column(header);
     let mut staged = Staged::beside(output).with_context(|| format!("cannot write beside {name}"))?;
     let mut kept = csv::Writer::from_writer(staged.file());
     kept.write_record(&expected)?;
@@ -198,10 +195,16 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     Ok(res)
 }
 
+/// Where the bill_no is in a results line: the input's columns come first,
+/// session_key left out.
+fn bill_no_column(header: &Header) -> Option<usize> {
+    let col = header.column(crate::input::Field::BillNo)?;
+    header.output_columns().position(|(i, _)| i == col)
+}
+
 /// The bill_no the results file records for `row`, for a message.
 pub fn recorded_bill_no(output: &Path, header: &Header, row: u64) -> Option<String> {
-    let bill_no_col =
-        header.column(crate::input::Field::BillNo).and_then(|c| header.output_columns().position(|(i, _)| i == c))?;
+    let bill_no_col = bill_no_column(header)?;
     let layout = Layout::new(header.rules().api, false);
     let (row_col, _) = layout.row_and_category(header_row(header, layout).len());
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(output).ok()?;
