@@ -7,7 +7,7 @@
 //! settle the encoding, so undecodable bytes stop the run before anything is
 //! produced or sent. A workbook's sheet is parsed whole when it is opened.
 
-mod hidden;
+mod sheet_xml;
 pub mod workbook;
 
 use crate::api::{self, v2, ApiKind};

@@ -51,6 +51,9 @@ impl Sheet {
                         Workbook), save it, and give that file"
                 .to_string());
         }
+        if bytes.starts_with(b"PK") {
+            super::sheet_xml::check_unpacked_size(&bytes)?;
+        }
         let bytes = Arc::<[u8]>::from(bytes);
         let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes.clone())).map_err(|e| {
             format!(
@@ -78,15 +81,32 @@ impl Sheet {
                 })?,
                 None => shown.or_else(|| names.first().cloned()).ok_or("it has no sheets")?,
             };
-        let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
         // What cannot be checked is not sent: a workbook whose row visibility
-        // cannot be read is refused.
-        let hidden = match book {
-            calamine::Sheets::Xlsx(_) => super::hidden::xlsx_hidden_rows(&bytes, &name),
-            calamine::Sheets::Ods(_) => super::hidden::ods_hidden_rows(&bytes, &name),
-            calamine::Sheets::Xls(_) | calamine::Sheets::Xlsb(_) => Ok(HashSet::new()),
+        // cannot be read is refused. Read before calamine reads the sheet,
+        // which holds the whole grid its cells span at once.
+        let scan = match book {
+            calamine::Sheets::Xlsx(_) => super::sheet_xml::xlsx_scan(&bytes, &name),
+            calamine::Sheets::Ods(_) => super::sheet_xml::ods_hidden_rows(&bytes, &name)
+                .map(|hidden| super::sheet_xml::Scan { hidden, ..Default::default() }),
+            calamine::Sheets::Xls(_) | calamine::Sheets::Xlsb(_) => Ok(Default::default()),
         }
-        .map_err(|e| format!("cannot tell which rows of sheet `{name}` are hidden ({e})"))?;
+        .map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
+        if scan.cells() > super::sheet_xml::MAX_CELLS {
+            let (Some((r0, c0)), Some((r1, c1))) = (scan.first, scan.last) else { unreachable!("cells > 0") };
+            return Err(format!(
+                "sheet `{name}` spans {}{}:{}{} ({} cells from its first used cell to its last), more than the \
+                 {} a sheet may span here: a stray value far from the orders (Ctrl+End in Excel shows the last \
+                 cell) stretches it. Delete those rows and columns, or save the orders as CSV",
+                column_letters(c0),
+                r0 + 1,
+                column_letters(c1),
+                r1 + 1,
+                scan.cells(),
+                super::sheet_xml::MAX_CELLS
+            ));
+        }
+        let hidden = scan.hidden;
+        let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
         // Not every format keeps formulas apart from their values: then none are known.
         let formulas = book.worksheet_formula(&name).unwrap_or_default();
         let xlsx = match book {

@@ -525,3 +525,62 @@ fn hidden_and_filtered_rows_were_cancelled() {
         assert_eq!(r.row(5)["category"], "cancelled", "{file}: the visible B002 is not a duplicate of the hidden one");
     }
 }
+
+/// `check` of `file` under a 512 MiB address-space limit: (exit code, stderr).
+fn check_within_512_mib(w: &Workdir, file: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new("sh")
+        .current_dir(w.dir.path())
+        .arg("-c")
+        .arg(r#"ulimit -v 524288; exec "$0" check "$1""#)
+        .arg(assert_cmd::cargo::cargo_bin("midas-cancel"))
+        .arg(file)
+        .output()
+        .unwrap();
+    (out.status.code(), stderr_of(&out))
+}
+
+/// Regression (workbook_bombs): one value at XFD1048576 made calamine ask
+/// for 512 GiB (abort), one at ZZ200000 took 4.4 GB, a ZIP of white space
+/// 1.6 GB. Each is refused with a message, in bounded memory.
+#[test]
+fn workbook_bombs_exhausted_memory() {
+    let w = Workdir::new();
+    for (name, row, col) in [("far.xlsx", 1_048_575, 16_383), ("wide.xlsx", 199_999, 701)] {
+        let mut book = Workbook::new();
+        let sheet = book.add_worksheet();
+        for (c, h) in ["bill_no", "openid", "zone_id"].iter().enumerate() {
+            sheet.write_string(0, c as u16, *h).unwrap();
+        }
+        sheet.write_string(row, col, "x").unwrap();
+        book.save(w.path(name)).unwrap();
+        let (code, err) = check_within_512_mib(&w, name);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(
+            err.contains("cells from its first used cell to its last") && err.contains("Ctrl+End"),
+            "{name}: {err}"
+        );
+    }
+    // A sheet part of white space that unpacks to 1.5 GiB: packed small (its
+    // sizes are written into the headers as such a part's would be; making
+    // 1.5 GiB of it here would take a minute).
+    {
+        use std::io::Write as _;
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut bytes);
+        let packed = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("xl/worksheets/sheet1.xml", packed).unwrap();
+        zip.write_all(&vec![b' '; 1 << 16]).unwrap();
+        zip.finish().unwrap();
+        let mut bytes = bytes.into_inner();
+        let declared = (1536u32 << 20).to_le_bytes();
+        // The uncompressed size: at 22 in the local header, 24 in the directory's.
+        for (signature, at) in [([0x50, 0x4b, 0x03, 0x04], 22), ([0x50, 0x4b, 0x01, 0x02], 24)] {
+            let start = bytes.windows(4).position(|win| win == signature).unwrap();
+            bytes[start + at..start + at + 4].copy_from_slice(&declared);
+        }
+        w.write("blank.xlsx", bytes);
+    }
+    let (code, err) = check_within_512_mib(&w, "blank.xlsx");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("would unpack to more than"), "{err}");
+}
