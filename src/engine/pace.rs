@@ -54,6 +54,8 @@ const BUSY_CUT: f64 = 0.7;
 const MIN_BUSY_ANSWERS: usize = 5;
 /// Time constant of the background share of busy answers.
 const BACKGROUND_TAU: f64 = 30.0;
+/// The highest background share: above it, busy answers are overload.
+const BACKGROUND_CAP: f64 = 0.5;
 /// Quiet time after a cut before probing upward.
 const HOLD: Duration = Duration::from_secs(1);
 /// Upward probe per second, as a share of the pace (at least 0.5 request/s) ...
@@ -381,8 +383,14 @@ fn update_background(c: &mut Controller, now: Instant) {
         return;
     }
     let busy = c.recent.iter().filter(|a| a.signal == Signal::Busy).count() as f64 / c.recent.len() as f64;
-    let weight = 1.0 - (-dt / BACKGROUND_TAU).exp();
-    c.background += (busy - c.background) * weight;
+    // In the run's first half-minute the background is the average share so
+    // far, not a slow climb from nothing: a share that is steady from the
+    // first request is the background, not a burst against an empty one
+    // (25 % of -1 from the start was cut four times, to a quarter of --rate).
+    let run_so_far = c.first_answer.map_or(dt, |t| now.duration_since(t).as_secs_f64()).max(dt);
+    let weight = (1.0 - (-dt / BACKGROUND_TAU).exp()).max(dt / run_so_far);
+    // Capped: a server busy more often than not is overloaded, whenever that began.
+    c.background = (c.background + (busy - c.background) * weight).min(BACKGROUND_CAP);
     c.background_at = Some(now);
 }
 
@@ -414,6 +422,25 @@ mod tests {
         feed(&p, Instant::now(), 60.0, 100.0, |i| if (i * 37) % 100 < 8 { Signal::Busy } else { Signal::Fine });
         assert_eq!(p.report().cuts, 0);
         assert_eq!(p.current_rate(), 100.0);
+    }
+
+    /// Regression (steady_random_errors_stalled_the_pace): 25 % of -1 from
+    /// the first request looked like a burst against an empty background,
+    /// and four cuts left 12.8/s of --rate 50.
+    #[test]
+    fn a_steady_share_of_busy_answers_from_the_start_is_background() {
+        let p = pacer(50);
+        feed(&p, Instant::now(), 20.0, 50.0, |i| if i % 4 == 0 { Signal::Busy } else { Signal::Fine });
+        assert_eq!(p.report().cuts, 0);
+        assert!(p.current_rate() >= 40.0, "{}", p.current_rate());
+    }
+
+    /// Nothing but busy answers from the start is overload, not background.
+    #[test]
+    fn busy_answers_only_from_the_start_still_cut() {
+        let p = pacer(50);
+        feed(&p, Instant::now(), 3.0, 50.0, |_| Signal::Busy);
+        assert!(p.report().cuts >= 1);
     }
 
     #[test]
