@@ -13,6 +13,7 @@ pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<(Tally, u64
     let mut classifier = Classifier::for_run(cfg.mp_sig, &header);
     let mut tally = Tally::default();
     let mut ready = 0u64;
+    let warnings = input.warnings(&header);
     for raw in rows {
         let raw = raw?;
         match classifier.classify(&header, &raw, &cfg.session_keys) {
@@ -22,6 +23,9 @@ pub fn run(cfg: &InputConfig, out: &mut dyn Write) -> anyhow::Result<(Tally, u64
                 tally.add(category);
             }
         }
+    }
+    for w in &warnings {
+        writeln!(out, "{w}")?;
     }
     let problems: Vec<String> = tally.nonzero().map(|(c, n)| format!("{n} {c}")).collect();
     writeln!(

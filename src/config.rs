@@ -220,6 +220,7 @@ impl InputConfig {
             mp_sig: args.mp_sig.or(file.mp_sig).unwrap_or_default(),
             rules: Rules {
                 api: args.api.or(file.api).unwrap_or_default(),
+                api_named: args.api.or(file.api).is_some(),
                 offer_id: offer_id.or(file.offer_id.as_deref()).unwrap_or_default().to_string(),
                 cancel_tag: args.cancel_tag.clone().or(file.cancel_tag.clone()).unwrap_or_default(),
             },

@@ -135,6 +135,18 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     out.write_all(&head).context("cannot write the output")?;
     let signing = cfg.signing();
     let mut classifier = Classifier::for_run(cfg.input.mp_sig, &header);
+    for w in input.warnings(&header) {
+        reporter.notice(&w);
+    }
+    // v1's mp_sig is signed over the access token too: session keys without
+    // one sign nothing, which must not pass without a word.
+    let keys_given = !cfg.input.session_keys.is_empty() || header.column(crate::input::Field::SessionKey).is_some();
+    if cfg.input.rules.api == crate::api::ApiKind::V1 && keys_given && cfg.access_token.is_none() {
+        reporter.notice(
+            "note: mp_sig is left empty: it is signed over the access token as well as the session key, and no \
+             WECHAT_ACCESS_TOKEN is set (a live run fetches its own token and signs mp_sig then)",
+        );
+    }
     // A workbook's size is its rows.
     reporter.start_progress(input.size(), input.sheet_name().is_none());
 

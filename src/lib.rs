@@ -202,7 +202,8 @@ fn report_command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
             anyhow::bail!("--xlsx {}: the name must end in .xlsx (Excel goes by it)", p.display());
         }
         let summary = report::summarize(&args.results, args.sum.as_deref())?;
-        let n = write_new(p, EXISTS_OTHER, |f| report::xlsx::write_report(&args.results, &summary, f))?;
+        let exists = "it is never overwritten: choose another --xlsx name or move the file away";
+        let n = write_new(p, exists, |f| report::xlsx::write_report(&args.results, &summary, f))?;
         say!("{n} row(s) written to {} (sheets Summary and Results)", p.display());
         return Ok(summary.verdict());
     }
@@ -244,6 +245,7 @@ fn dry_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         Some(col) => reporter.notice(&report::summarize(&cfg.output, Some(col))?.table()),
         None => reporter.notice(&tally.table()),
     }
+    reporter.notice(&format!("signed lines: {} (nothing was sent)", cfg.output.display()));
     Ok(if tally.all_in(|c| c == Category::Signed) { Exit::Done } else { Exit::Attention })
 }
 
@@ -332,6 +334,10 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         }
     }
     drop(classifier);
+    // Said before the question, so that it is read before `yes`.
+    for w in input.warnings(&header) {
+        reporter.notice(&w);
+    }
     if total == 0 {
         reporter.notice(&no_data_rows(&cfg.input.path));
         return Ok(Exit::Attention);
@@ -388,6 +394,16 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     };
     if let Some((found, _)) = &resumed {
         check_identity(cfg, found, journal.as_ref())?;
+        // Nothing left to send: no token is fetched, nothing is asked.
+        if found.done.iter().all(|&d| d) {
+            reporter.notice(&format!(
+                "nothing to resume: every row of {} is final already, so nothing was sent",
+                cfg.output.display()
+            ));
+            let summary = report::summarize(&cfg.output, cfg.sum.as_deref())?;
+            reporter.notice(&summary.table());
+            return Ok(summary.verdict());
+        }
     }
     // Everything that can refuse the run is checked before the question.
     if !confirm(cfg, reporter, total, ready)? {
@@ -490,6 +506,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         Err(e) => reporter.notice(&format!("{}\n(--sum: {e:#})", report.tally.table())),
     }
     reporter.notice(&pace_summary(&report));
+    reporter.notice(&format!("results: {} (one line per row)", cfg.output.display()));
     Ok(match report.stop {
         Some(engine::StopReason::Breaker(why)) => {
             reporter.notice(&format!(

@@ -40,10 +40,12 @@ pub fn looks_scientific(v: &str) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiKind {
-    /// `/cgi-bin/midas/cancelpay` (SPEC §1.1).
+    // SPEC §1.1; the doc comments are `--api`'s help.
+    /// Mini Game virtual payment, `/cgi-bin/midas/cancelpay`
     #[default]
     V1,
-    /// Virtual Payment 2.0, `/wxa/game/cancelpay` (SPEC §1.5).
+    // SPEC §1.5.
+    /// Virtual Payment 2.0, `/wxa/game/cancelpay` (Mini Games from 2022-11 on)
     V2,
 }
 

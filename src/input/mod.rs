@@ -69,6 +69,10 @@ const FIELDS: [(Field, &str, [Need; 2]); 9] = [
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rules {
     pub api: ApiKind,
+    /// Whether the API was named (`--api`, config `api`) rather than the
+    /// default: only the default gives way to "this looks like another API's
+    /// export".
+    pub api_named: bool,
     pub offer_id: String,
     pub cancel_tag: String,
 }
@@ -164,6 +168,18 @@ pub enum InputError {
          re-save the file as \"CSV UTF-8\", or name its encoding with --encoding utf-8|gbk|gb18030"
     )]
     Undecodable { path: String, tried: &'static str, line: u64, offset: u64 },
+    #[error(
+        "{path} is a midas-cancel results file, not an orders export (its header has the columns {columns}): \
+         run it as input and finished rows would be sent again. To send some of its rows again, take them out \
+         with `midas-cancel report {path} --only CATEGORY -o retry.csv` and run retry.csv"
+    )]
+    ResultsFile { path: String, columns: String },
+    #[error(
+        "{path} looks like a Virtual Payment 2.0 export (its header has the columns amount and cancel_bill_no), \
+         and this run speaks the v1 API, where those columns would be carried and not sent: add --api v2 (or \
+         api = \"v2\" in the config file). If it really is a v1 export, say so with --api v1"
+    )]
+    LooksLikeV2 { path: String },
     #[error(
         "{path} mixes encodings: it is UTF-8, but line {line} is not (byte offset {offset}; GBK pasted into a \
          UTF-8 file?). Read as one encoding, the other lines' Chinese would be garbled, so nothing is read: fix \
@@ -431,6 +447,28 @@ impl Input {
         io::copy(&mut tracked, &mut io::sink()).map_err(|e| self.io_err(e))?;
         let line = lock(&lines).line_of(offset);
         Ok(line)
+    }
+
+    /// Warnings about the input as a whole: in a workbook, id columns with
+    /// numbers in them (`0012` typed as a number is 12; nobody can tell the
+    /// zeros were there, so the operator is told to look).
+    pub fn warnings(&self, header: &Header) -> Vec<String> {
+        let Some(sheet) = &self.sheet else { return Vec::new() };
+        [Field::BillNo, Field::Openid, Field::ZoneId, Field::CancelBillNo]
+            .into_iter()
+            .filter_map(|field| {
+                let n = sheet.numbers_in_column(header.column(field)?);
+                (n > 0).then(|| {
+                    format!(
+                        "warning: {}: {n} cell(s) of {} are numbers, not text; ids with leading zeros (0012) have lost \
+                         them (12) and would cancel the wrong orders: format the column as Text in the source and \
+                         export again, unless these ids never start with 0",
+                        sheet.name,
+                        field.name()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Starts a streaming pass over the records. `progress` counts raw bytes read.
@@ -738,6 +776,20 @@ impl Header {
     ) -> Result<Header, InputError> {
         let names: Vec<String> = rec.iter().map(|n| header_name(n).to_string()).collect();
         let found = || names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let has = |name: &str| names.iter().any(|n| loose_name(n) == loose_name(name));
+        // A results file (live or dry run) fed back as input: its finished
+        // rows would be sent again, and it has two `category` columns' worth
+        // of confusion. `report --only` is the way back.
+        let results_marks: Vec<&str> = ["row", "category", "errcode", "errmsg", "attempts", "sig", "pay_sig"]
+            .into_iter()
+            .filter(|c| has(c))
+            .collect();
+        if has("row") && has("category") && results_marks.len() >= 3 {
+            return Err(InputError::ResultsFile { path: path.to_string(), columns: results_marks.join(", ") });
+        }
+        if rules.api == ApiKind::V1 && !rules.api_named && has("amount") && has("cancel_bill_no") {
+            return Err(InputError::LooksLikeV2 { path: path.to_string() });
+        }
         let mut index = [None; 9];
         let api = rules.api as usize;
         for (field, name, need) in FIELDS {
@@ -1483,6 +1535,10 @@ impl SessionKeys {
         // In file order, so a later line for the same openid still wins.
         map.extend(pending);
         Ok(SessionKeys(map))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn get(&self, openid: &str) -> Option<&str> {

@@ -117,6 +117,13 @@ impl Sheet {
         Ok(Sheet { name, others, format, cells, formulas, hidden, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
     }
 
+    /// Cells of column `col` (0-based within the used range) that hold a
+    /// number: in an id column, a number may have been a text id whose
+    /// leading zeros a spreadsheet dropped when it typed the column.
+    pub fn numbers_in_column(&self, col: usize) -> u64 {
+        self.cells.rows().filter(|r| matches!(r.get(col), Some(Data::Int(_) | Data::Float(_)))).count() as u64
+    }
+
     /// Rows of the sheet's used range (the header row included).
     pub fn height(&self) -> usize {
         self.cells.height()
@@ -216,7 +223,10 @@ impl SheetRow<'_> {
             match field.map(hazard) {
                 Some(Err(why)) => {
                     problems.push(format!("{}: {why}", self.sheet.address(self.row, col)));
-                    record.push_field("");
+                    // The row is not sent, but its line shows what the sheet
+                    // holds (finance joins on the bill_no); a session key never.
+                    let shown = if field == Some(Field::SessionKey) { Cow::Borrowed("") } else { cell_text(cell) };
+                    record.push_field(&shown);
                 }
                 Some(Ok(text)) => record.push_field(&text),
                 None => record.push_field(&cell_text(cell)),

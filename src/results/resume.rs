@@ -80,13 +80,27 @@ pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyho
             diffs.push(format!("{what} was `{a}`, now `{b}`"));
         }
     }
+    // Rows fixed since (invalid_input is final) are never sent by a resume.
+    let fixed_rows = if before.input_sha256 != now.input_sha256 {
+        format!(
+            ". Rows fixed in the export since are final in {0} (invalid_input) and a resume never sends them: \
+             take them out with `midas-cancel report {0} --only invalid_input -o fix.csv`, fix them there, and run \
+             fix.csv to a new -o",
+            output.display()
+        )
+    } else {
+        String::new()
+    };
     if !diffs.is_empty() && !force {
         bail!(
             "refusing to resume {}: {}. Resume with the original input and settings, or choose a new -o \
-             (--force-resume overrides this check)",
+             (--force-resume overrides this check){fixed_rows}",
             output.display(),
             diffs.join("; ")
         );
+    }
+    if let (Some(first), false) = (diffs.first_mut(), fixed_rows.is_empty()) {
+        first.push_str(&fixed_rows);
     }
     Ok(diffs)
 }
