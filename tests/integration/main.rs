@@ -13,6 +13,7 @@ mod operator;
 mod pace;
 mod resume;
 mod seams;
+mod second_hour;
 mod v2;
 mod vectors;
 mod vectors_v2;
