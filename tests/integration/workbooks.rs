@@ -4,7 +4,9 @@
 //! minimal OpenDocument ZIP. (.xls and .xlsb cannot be written from Rust
 //! here; calamine reads them through the same code path.)
 
-use crate::harness::{assert_one_line_per_row, kill_part_way, sim_config, start, stderr_of, Results, Workdir};
+use crate::harness::{
+    assert_one_line_per_row, kill_part_way, sim_config, start, stderr_of, stdout_of, Results, Workdir,
+};
 use calamine::{Data, Reader};
 use midas_cancel::sim::OrderState;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, Worksheet};
@@ -583,4 +585,85 @@ fn workbook_bombs_exhausted_memory() {
     let (code, err) = check_within_512_mib(&w, "blank.xlsx");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("would unpack to more than"), "{err}");
+}
+
+/// LibreOffice, when this machine has it (`bash .ci/run` installs it; CI
+/// must have it, so there its absence fails the test).
+fn soffice() -> Option<&'static str> {
+    let found = std::process::Command::new("soffice").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("LibreOffice (soffice) is missing: `bash .ci/run` installs libreoffice-calc-nogui and poppler-utils");
+    }
+    found.then_some("soffice")
+}
+
+/// Regression (report_xlsx_counts_were_text): Summary counts and sums were
+/// text ("number stored as text", SUM gave 0), sums read `60.0`, the note
+/// about cells that were not numbers was missing, and the printout took 8
+/// portrait pages with text cut off.
+#[test]
+fn a_workbook_finance_could_not_total_or_print() {
+    let w = Workdir::new();
+    let mut text = String::from("bill_no,openid,zone_id,amount_fen,note\n");
+    for i in 1..=12 {
+        let amount = if i == 12 { "n/a".to_string() } else { format!("{}.00", i * 100) };
+        text.push_str(&format!("B{i:04},oUSER{i},1,{amount},a note that is rather long for row {i}\n"));
+    }
+    w.write("in.csv", text);
+    let sim = start(sim_config());
+    w.live("in.csv", "out.csv", &sim).assert().code(0);
+    let out = w.cmd().args(["report", "out.csv", "--sum", "amount_fen", "--xlsx", "r.xlsx"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let mut book = calamine::open_workbook_auto(w.path("r.xlsx")).unwrap();
+    let summary = book.worksheet_range("Summary").unwrap();
+    let cells: Vec<Vec<Data>> = summary.rows().map(|r| r.to_vec()).collect();
+    assert_eq!(cells[1][0], Data::String("cancelled".into()));
+    assert_eq!(cells[1][1], Data::Float(12.0), "rows is a number");
+    assert_eq!(cells[1][2], Data::Float(6600.0), "the sum is a number, not `6600.00`");
+    let all: Vec<String> = cells.iter().flatten().map(|c| c.to_string()).collect();
+    assert!(all.iter().any(|c| c == "1 cell(s) of amount_fen were not numbers and are not in the sums"), "{all:?}");
+    let results = book.worksheet_range("Results").unwrap();
+    let head: Vec<String> = results.rows().next().unwrap().iter().map(|c| c.to_string()).collect();
+    let at = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let first = results.rows().nth(1).unwrap();
+    assert_eq!(first[at("amount_fen")], Data::Float(100.0), "the --sum column totals");
+    assert_eq!(first[at("bill_no")], Data::String("B0001".into()), "ids stay text");
+    // Page setup: landscape, one page wide, the header on every page.
+    let xml = |part: &str| {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(w.path("r.xlsx")).unwrap()).unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name(part).unwrap(), &mut s).unwrap();
+        s
+    };
+    for sheet in ["xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml"] {
+        let x = xml(sheet);
+        assert!(x.contains(r#"orientation="landscape""#) && x.contains(r#"fitToHeight="0""#), "{sheet}: {x}");
+    }
+    assert!(xml("xl/workbook.xml").contains("_xlnm.Print_Titles"));
+    // Printed by the program finance opens it in.
+    let Some(soffice) = soffice() else {
+        eprintln!("skipped the printout check: no LibreOffice here (bash .ci/run installs it)");
+        return;
+    };
+    let profile = format!("-env:UserInstallation=file://{}", w.path("lo-profile").display());
+    let pdf = std::process::Command::new(soffice)
+        .current_dir(w.dir.path())
+        .args([profile.as_str(), "--headless", "--convert-to", "pdf", "r.xlsx"])
+        .output()
+        .unwrap();
+    assert!(w.path("r.pdf").exists(), "{}", stderr_of(&pdf));
+    let info = stdout_of(&std::process::Command::new("pdfinfo").arg(w.path("r.pdf")).output().unwrap());
+    let pages: u32 = info.lines().find_map(|l| l.strip_prefix("Pages:")).unwrap().trim().parse().unwrap();
+    assert_eq!(pages, 2, "one landscape page per sheet: {info}");
+    assert!(info.contains("792 x 612") || info.contains("842 x 595"), "landscape: {info}");
+    let text = stdout_of(
+        &std::process::Command::new("pdftotext")
+            .args(["-layout", "r.pdf", "-"])
+            .current_dir(w.dir.path())
+            .output()
+            .unwrap(),
+    );
+    for want in ["next step", "B0012", "rather long for row 12", "requests sent"] {
+        assert!(text.contains(want), "`{want}` is printed, not cut off: {text}");
+    }
 }

@@ -61,6 +61,7 @@ fn write_table<'a>(
     sheet: &mut Worksheet,
     headers: &[String],
     rows: usize,
+    numeric: &[usize],
     cell: impl Fn(usize, usize) -> Cow<'a, str>,
 ) -> anyhow::Result<()> {
     if headers.len() > SHEET_COLUMNS {
@@ -82,6 +83,10 @@ fn write_table<'a>(
     if !headers.is_empty() {
         sheet.autofilter(0, 0, rows as u32, col(headers.len() - 1))?;
     }
+    // Printed: landscape, as wide as one page, the header on every page.
+    sheet.set_landscape();
+    sheet.set_print_fit_to_pages(1, 0);
+    sheet.set_repeat_rows(0, 0)?;
     let bold = Format::new().set_bold();
     for (c, h) in headers.iter().enumerate() {
         sheet.write_string_with_format(0, col(c), h, &bold)?;
@@ -89,14 +94,30 @@ fn write_table<'a>(
     for r in 0..rows {
         for c in 0..headers.len() {
             let text = cell(r, c);
-            if !text.is_empty() {
-                if let Err(e) = sheet.write_string(r as u32 + 1, col(c), text) {
-                    return Err(cell_error(sheet, r as u32 + 1, c, e));
-                }
+            let row = r as u32 + 1;
+            // Counts and sums are number cells, so that SUM totals them;
+            // everything else (ids above all) stays text.
+            let number = numeric.contains(&c).then(|| number_of(&text)).flatten();
+            let written = match number {
+                Some(n) => sheet.write_number(row, col(c), n).map(|_| ()),
+                None if text.is_empty() => Ok(()),
+                None => sheet.write_string(row, col(c), text).map(|_| ()),
+            };
+            if let Err(e) = written {
+                return Err(cell_error(sheet, row, c, e));
             }
         }
     }
     Ok(())
+}
+
+/// A count or an amount as a number: plain decimal digits (a sign, a point),
+/// exact in a double; anything else stays text.
+fn number_of(text: &str) -> Option<f64> {
+    use rust_decimal::prelude::ToPrimitive as _;
+    let d: rust_decimal::Decimal = unguard(text.trim()).parse().ok()?;
+    let f = d.to_f64()?;
+    (f.abs() < 1e15).then_some(f)
 }
 
 /// A cell that cannot be written, named by its address.
@@ -147,24 +168,43 @@ pub fn write_report(results: &Path, summary: &Summary, out: &mut std::fs::File) 
     if let Some(m) = summary.missing.filter(|&m| m > 0) {
         table.push(vec!["missing".into(), m.to_string(), "not in the file yet: `--resume` sends them".into()]);
     }
+    // A 0 in the sums must not read as "nothing" when cells were skipped.
+    let mut notes = Vec::new();
+    if let Some(s) = summary.sums.as_ref().filter(|s| s.unparsable > 0) {
+        notes.push(format!("{} cell(s) of {} were not numbers and are not in the sums", s.unparsable, s.column));
+    }
 
     let sheet = book.add_worksheet().set_name("Summary")?;
     let cell = |r: usize, c: usize| Cow::Borrowed(table[r].get(c).map_or("", String::as_str));
-    write_table(sheet, &headers, table.len(), cell)?;
+    // rows, and the sum when there is one.
+    let numeric: Vec<usize> = if summary.sums.is_some() { vec![1, 2] } else { vec![1] };
+    write_table(sheet, &headers, table.len(), &numeric, cell)?;
+    let below = table.len() as u32 + 1;
+    for (i, note) in notes.iter().enumerate() {
+        sheet.write_string(below + i as u32, 0, note)?;
+    }
     // Below the table: what the run was, one fact a row.
     let time = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     for (i, (what, value)) in about(&file, &lines, summary).into_iter().enumerate() {
-        let r = table.len() as u32 + 2 + i as u32;
+        let r = below + notes.len() as u32 + 1 + i as u32;
         sheet.write_string(r, 0, what)?;
         match value {
             Fact::Text(t) => sheet.write_string(r, 1, t)?,
+            Fact::Number(n) => sheet.write_number(r, 1, n as f64)?,
             Fact::Time(t) => sheet.write_datetime_with_format(r, 1, ExcelDateTime::from_timestamp(t)?, &time)?,
         };
     }
     sheet.set_column_width(0, 24)?;
     sheet.set_column_width(1, 20)?;
     let sheet = book.add_worksheet_with_constant_memory()?.set_name("Results")?;
-    write_table(sheet, &file.cols.headers, lines.len(), |r, c| results_cell(&lines[r], c))?;
+    // The --sum column is money: numbers, so that finance can total it.
+    let sum_col: Vec<usize> = summary
+        .sums
+        .as_ref()
+        .and_then(|s| file.cols.input.clone().find(|&i| file.cols.headers[i] == s.column))
+        .into_iter()
+        .collect();
+    write_table(sheet, &file.cols.headers, lines.len(), &sum_col, |r, c| results_cell(&lines[r], c))?;
     book.save_to_writer(out).context("cannot write the workbook")?;
     Ok(lines.len() as u64)
 }
@@ -172,6 +212,7 @@ pub fn write_report(results: &Path, summary: &Summary, out: &mut std::fs::File) 
 /// One fact about the run on the Summary sheet.
 enum Fact {
     Text(String),
+    Number(u64),
     /// A Unix time, written as a date cell (UTC).
     Time(i64),
 }
@@ -190,7 +231,7 @@ fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'
         about.push(("appid", text(&fp.appid)));
         about.push(("offer_id", text(&fp.offer_id)));
         about.push(("api", text(&fp.api)));
-        about.push(("input rows", Fact::Text(fp.rows.to_string())));
+        about.push(("input rows", Fact::Number(fp.rows)));
         if !fp.sheet.is_empty() {
             about.push(("input sheet", text(&fp.sheet)));
         }
@@ -205,8 +246,8 @@ fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'
     if let Some(i) = column("attempts").filter(|_| summary.kind == Kind::Live) {
         let attempts: u64 = lines.iter().filter_map(|l| results_cell(l, i).parse::<u64>().ok()).sum();
         let sent = lines.iter().filter(|l| results_cell(l, i).parse::<u64>().is_ok_and(|a| a > 0)).count();
-        about.push(("requests sent", Fact::Text(attempts.to_string())));
-        about.push(("rows sent at least once", Fact::Text(sent.to_string())));
+        about.push(("requests sent", Fact::Number(attempts)));
+        about.push(("rows sent at least once", Fact::Number(sent as u64)));
     }
     about
 }
@@ -220,7 +261,7 @@ pub fn write_only(results: &Path, categories: &[Category], out: &mut std::fs::Fi
     let cells: Vec<Vec<&str>> = lines.iter().map(|rec| only.cells(rec).map(unguard).collect()).collect();
     let mut book = Workbook::new();
     let sheet = book.add_worksheet_with_constant_memory()?.set_name("Orders")?;
-    write_table(sheet, &only.headers, lines.len(), |r, c| Cow::Borrowed(cells[r][c]))?;
+    write_table(sheet, &only.headers, lines.len(), &[], |r, c| Cow::Borrowed(cells[r][c]))?;
     book.save_to_writer(out).context("cannot write the workbook")?;
     Ok(lines.len() as u64)
 }
