@@ -128,7 +128,7 @@ pub fn run(cfg: &RunConfig, out: std::fs::File, reporter: &Reporter) -> anyhow::
     let read_bytes = Arc::new(AtomicU64::new(0));
     let mut rows = input.rows(&cfg.input.columns, &cfg.input.rules, Some(read_bytes.clone()))?;
     let header = rows.header().clone();
-    let layout = Layout::new(cfg.input.rules.api, true);
+    let layout = Layout::for_header(&header, true);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let mut head = Vec::new();
     ResultsWriter::new(&mut head, &header, layout, true)?.flush()?;

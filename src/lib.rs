@@ -435,8 +435,10 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         (None, Some(t)) => token::Tokens::fixed(t.clone()),
         (None, None) => anyhow::bail!("no access token source"),
     };
+    let mut layout = output::Layout::for_header(&header, false);
     let (file, done, prior, unfinished, journal) = match resumed {
         Some((found, file)) => {
+            layout = found.layout;
             reporter.info(&format!(
                 "resuming {}: {} rows final already, {} to attempt again{}",
                 cfg.output.display(),
@@ -463,7 +465,7 @@ fn live_run(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
         reporter.info(&format!("rehearsal: sending to the in-process simulator at {}", s.url()));
     }
     // A resumed file already has its header.
-    let writer = output::ResultsWriter::new(file, &header, output::Layout::new(api, false), !cfg.resume)?;
+    let writer = output::ResultsWriter::new(file, &header, layout, !cfg.resume)?;
     let target = engine::Target { writer, done, prior, unfinished, journal };
     let control = Arc::new(engine::Control::default());
     let handler_control = control.clone();

@@ -15,6 +15,9 @@ pub const LIVE_V2_COLUMNS: [&str; 7] = ["row", "cancel_bill_no", "category", "er
 pub const DRY_COLUMNS: [&str; 4] = ["ts", "sig", "mp_sig", "category"];
 /// The same with `--api v2`.
 pub const DRY_V2_COLUMNS: [&str; 6] = ["ts", "cancel_bill_no", "body", "pay_sig", "signature", "category"];
+/// The same when the input has a cancel_bill_no column, which then holds
+/// the id (one `cancel_bill_no` column, not two).
+pub const DRY_V2_INLINE_COLUMNS: [&str; 5] = ["ts", "body", "pay_sig", "signature", "category"];
 
 /// Which of the output layouts a file has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,17 +30,32 @@ pub enum Layout {
     DryRunV2,
     /// input columns, row, cancel_bill_no, category, errcode, errmsg, attempts, ts.
     LiveV2,
+    /// [`Layout::DryRunV2`] of an input with a cancel_bill_no column: the id
+    /// is written in that column.
+    DryRunV2Inline,
+    /// [`Layout::LiveV2`] of an input with a cancel_bill_no column: the id
+    /// is written in that column (the tail is v1's).
+    LiveV2Inline,
 }
 
 impl Layout {
-    pub fn new(api: crate::api::ApiKind, dry_run: bool) -> Layout {
+    /// The layout of a run over an input with `header`.
+    pub fn for_header(header: &Header, dry_run: bool) -> Layout {
         use crate::api::ApiKind::{V1, V2};
-        match (api, dry_run) {
-            (V1, true) => Layout::DryRun,
-            (V1, false) => Layout::Live,
-            (V2, true) => Layout::DryRunV2,
-            (V2, false) => Layout::LiveV2,
+        let inline = header.column(crate::input::Field::CancelBillNo).is_some();
+        match (header.rules().api, dry_run, inline) {
+            (V1, true, _) => Layout::DryRun,
+            (V1, false, _) => Layout::Live,
+            (V2, true, false) => Layout::DryRunV2,
+            (V2, false, false) => Layout::LiveV2,
+            (V2, true, true) => Layout::DryRunV2Inline,
+            (V2, false, true) => Layout::LiveV2Inline,
         }
+    }
+
+    /// Whether the id goes into the input's own cancel_bill_no column.
+    fn id_inline(self) -> bool {
+        matches!(self, Layout::DryRunV2Inline | Layout::LiveV2Inline)
     }
 
     /// The columns after the input's.
@@ -47,20 +65,22 @@ impl Layout {
             Layout::Live => &LIVE_COLUMNS,
             Layout::DryRunV2 => &DRY_V2_COLUMNS,
             Layout::LiveV2 => &LIVE_V2_COLUMNS,
+            Layout::DryRunV2Inline => &DRY_V2_INLINE_COLUMNS,
+            Layout::LiveV2Inline => &LIVE_COLUMNS,
         }
     }
 
     /// Whether `row` comes first (a dry run) rather than after the input.
     pub fn row_first(self) -> bool {
-        matches!(self, Layout::DryRun | Layout::DryRunV2)
+        matches!(self, Layout::DryRun | Layout::DryRunV2 | Layout::DryRunV2Inline)
     }
 
     /// Where `row` and `category` are in a line `width` fields wide.
     pub fn row_and_category(self, width: usize) -> (usize, usize) {
         let first = width - self.tail().len();
         match self {
-            Layout::DryRun | Layout::DryRunV2 => (0, width - 1),
-            Layout::Live => (first, first + 1),
+            Layout::DryRun | Layout::DryRunV2 | Layout::DryRunV2Inline => (0, width - 1),
+            Layout::Live | Layout::LiveV2Inline => (first, first + 1),
             Layout::LiveV2 => (first, first + 2),
         }
     }
@@ -91,8 +111,10 @@ impl Layout {
         let ends_with =
             |cols: &[&str]| n >= cols.len() && headers[n - cols.len()..].iter().zip(cols).all(|(a, b)| a == b);
         let row_first = headers.first().is_some_and(|h| h == "row");
-        // The longer v2 tails first: they end like nothing of v1's.
-        [Layout::LiveV2, Layout::Live, Layout::DryRunV2, Layout::DryRun]
+        // The longer v2 tails first: they end like nothing of v1's. (A v2
+        // file whose input held the ids reads as v1's live layout: the same
+        // tail, and the ids are among the input's columns.)
+        [Layout::LiveV2, Layout::Live, Layout::DryRunV2, Layout::DryRunV2Inline, Layout::DryRun]
             .into_iter()
             .find(|l| ends_with(l.tail()) && (!l.row_first() || row_first))
     }
@@ -224,6 +246,8 @@ pub struct ResultsWriter<W: Write> {
     csv: csv::Writer<W>,
     header: Header,
     layout: Layout,
+    /// The input column that holds the id, in an inline layout.
+    id_col: Option<usize>,
 }
 
 impl<W: Write> ResultsWriter<W> {
@@ -233,7 +257,7 @@ impl<W: Write> ResultsWriter<W> {
         if write_header {
             csv.write_record(header_row(header, layout))?;
         }
-        Ok(ResultsWriter { csv, header: header.clone(), layout })
+        Ok(ResultsWriter::with(csv, header, layout))
     }
 
     /// An encoder of lines into memory (no header row), for the parallel
@@ -241,15 +265,26 @@ impl<W: Write> ResultsWriter<W> {
     /// line ends.
     pub fn encoder(inner: W, header: &Header, layout: Layout) -> Self {
         let csv = csv::WriterBuilder::new().buffer_capacity(1 << 12).from_writer(inner);
-        ResultsWriter { csv, header: header.clone(), layout }
+        ResultsWriter::with(csv, header, layout)
+    }
+
+    fn with(csv: csv::Writer<W>, header: &Header, layout: Layout) -> Self {
+        let id_col = if layout.id_inline() { header.column(crate::input::Field::CancelBillNo) } else { None };
+        ResultsWriter { csv, header: header.clone(), layout, id_col }
     }
 
     /// Writes the input's cells, each guarded: API columns of a valid row
     /// trimmed (the value that was signed), every other cell as it was.
     /// Missing cells of a short row are written empty.
-    fn write_input_cells(&mut self, raw: &RawRow, valid: bool) -> csv::Result<()> {
+    fn write_input_cells(&mut self, raw: &RawRow, valid: bool, id: Option<&str>) -> csv::Result<()> {
         for (i, _) in self.header.output_columns() {
             let cell = raw.record.get(i).unwrap_or("");
+            // An inline layout's id column holds the id that was (or would
+            // be) sent, derived when the cell was blank.
+            let cell = match id.filter(|id| !id.is_empty()) {
+                Some(id) if self.id_col == Some(i) => id,
+                _ => cell,
+            };
             let cell = if valid && self.header.field_of(i).is_some() { crate::input::trim(cell) } else { cell };
             self.csv.write_field(guard(cell).as_ref())?;
         }
@@ -261,12 +296,14 @@ impl<W: Write> ResultsWriter<W> {
         debug_assert!(self.layout.row_first());
         let mut num = itoa::Buffer::new();
         self.csv.write_field(num.format(raw.row))?;
-        self.write_input_cells(raw, valid)?;
+        let empty = DryV2::default();
+        let v2 = signed.v2.as_deref().unwrap_or(&empty);
+        self.write_input_cells(raw, valid, Some(&v2.cancel_bill_no))?;
         self.csv.write_field(signed.ts.map_or("", |t| num.format(t)))?;
-        if self.layout == Layout::DryRunV2 {
-            let empty = DryV2::default();
-            let v2 = signed.v2.as_deref().unwrap_or(&empty);
-            self.csv.write_field(guard(&v2.cancel_bill_no).as_ref())?;
+        if matches!(self.layout, Layout::DryRunV2 | Layout::DryRunV2Inline) {
+            if self.layout == Layout::DryRunV2 {
+                self.csv.write_field(guard(&v2.cancel_bill_no).as_ref())?;
+            }
             // JSON (it begins with `{`) and hex: never a formula.
             self.csv.write_field(&v2.body)?;
             self.csv.write_field(v2.pay_sig.as_ref().map_or("", Hex64::as_str))?;
@@ -290,7 +327,7 @@ impl<W: Write> ResultsWriter<W> {
     ) -> csv::Result<()> {
         debug_assert!(!self.layout.row_first());
         let mut num = itoa::Buffer::new();
-        self.write_input_cells(raw, valid)?;
+        self.write_input_cells(raw, valid, cancel_bill_no)?;
         self.csv.write_field(num.format(raw.row))?;
         if self.layout == Layout::LiveV2 {
             self.csv.write_field(guard(cancel_bill_no.unwrap_or("")).as_ref())?;

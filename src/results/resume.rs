@@ -106,7 +106,7 @@ pub fn check_fingerprint(output: &Path, now: &Fingerprint, force: bool) -> anyho
 }
 
 /// What the existing results file says.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Resumed {
     /// `done[row - 1]`: the row has a final line in the file.
     pub done: Vec<bool>,
@@ -120,6 +120,21 @@ pub struct Resumed {
     bill_nos: Vec<u64>,
     /// A torn last line was dropped.
     pub torn: bool,
+    /// The file's layout: new lines are written in it.
+    pub layout: Layout,
+}
+
+impl Default for Resumed {
+    fn default() -> Self {
+        Resumed {
+            done: Vec::new(),
+            tally: Tally::default(),
+            unfinished: HashMap::new(),
+            bill_nos: Vec::new(),
+            torn: false,
+            layout: Layout::Live,
+        }
+    }
 }
 
 /// The digest a row's bill_no is compared by.
@@ -157,8 +172,8 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     let name = output.display().to_string();
     let mut file = File::open(output).with_context(|| format!("cannot resume: cannot open {name}"))?;
     let ends_with_newline = ends_with_newline(&mut file)?;
-    let layout = Layout::new(header.rules().api, false);
-    let expected = header_row(header, layout);
+    let mut layout = Layout::for_header(header, false);
+    let mut expected = header_row(header, layout);
     // Cut before the header line was complete: nothing was sent yet (the
     // header is synced before the first request), so nothing is recorded.
     let header_complete = {
@@ -169,10 +184,20 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     };
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(file);
     let mut rec = csv::ByteRecord::new();
-    if header_complete
-        && (!rdr.read_byte_record(&mut rec).with_context(|| format!("cannot read {name}"))?
-            || rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>() != expected)
-    {
+    let found_header = match header_complete {
+        true => rdr
+            .read_byte_record(&mut rec)
+            .with_context(|| format!("cannot read {name}"))?
+            .then(|| rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>()),
+        false => Some(expected.clone()),
+    };
+    // A v2 file written before the id went into the input's own
+    // cancel_bill_no column (two such columns) goes on in its own layout.
+    if layout == Layout::LiveV2Inline && found_header.as_ref() == Some(&header_row(header, Layout::LiveV2)) {
+        layout = Layout::LiveV2;
+        expected = header_row(header, layout);
+    }
+    if found_header.as_ref() != Some(&expected) {
         bail!(
             "cannot resume {name}: its header is not that of a live run over this input \
              (a dry-run file, or another input?); choose a new -o"
@@ -185,7 +210,7 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     let mut kept = csv::Writer::from_writer(staged.file());
     kept.write_record(&expected)?;
     let rows = total_rows as usize;
-    let mut res = Resumed { done: vec![false; rows], bill_nos: vec![0; rows], ..Resumed::default() };
+    let mut res = Resumed { done: vec![false; rows], bill_nos: vec![0; rows], layout, ..Resumed::default() };
     if header_complete {
         res.torn = read_last_lines(&mut rdr, &name, ends_with_newline, &shape, |row, category, record| {
             let i = row as usize - 1;
@@ -219,7 +244,7 @@ fn bill_no_column(header: &Header) -> Option<usize> {
 /// The bill_no the results file records for `row`, for a message.
 pub fn recorded_bill_no(output: &Path, header: &Header, row: u64) -> Option<String> {
     let bill_no_col = bill_no_column(header)?;
-    let layout = Layout::new(header.rules().api, false);
+    let layout = Layout::for_header(header, false);
     let (row_col, _) = layout.row_and_category(header_row(header, layout).len());
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(output).ok()?;
     let want = row.to_string();

@@ -148,3 +148,33 @@ fn small_things_that_misled() {
     let out = w.dry_run("in.csv", "dry.csv").args(["--session-keys", "keys.csv"]).output().unwrap();
     assert!(stderr_of(&out).contains("mp_sig is left empty"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn v2_results_had_two_cancel_bill_no_columns() {
+    let w = Workdir::new();
+    w.write(
+        "in.csv",
+        "bill_no,openid,zone_id,amount,session_key,cancel_bill_no\nP1,oU1,1,60,a2V5MQ==,C1\nP2,oU2,1,10,a2V5Mg==,\n",
+    );
+    let sim = start(sim_config());
+    let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_eq!(r.headers.iter().filter(|h| *h == "cancel_bill_no").count(), 1, "{:?}", r.headers);
+    assert_eq!(r.row(1)["cancel_bill_no"], "C1");
+    let derived = midas_cancel::api::v2::cancellation_id("123", "P2", "10", "");
+    assert_eq!(r.row(2)["cancel_bill_no"], derived, "a blank cell shows the id that was sent");
+    // The file reads back: report, --only (the ids given back), resume.
+    w.cmd().args(["report", "out.csv"]).assert().code(0);
+    w.cmd().args(["report", "out.csv", "--only", "cancelled", "-o", "again.csv"]).assert().code(0);
+    let again = Results::read(&w.path("again.csv"));
+    let mut ids = again.column("cancel_bill_no");
+    ids.sort();
+    assert_eq!(ids, ["C1", derived.as_str()]);
+    let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2", "--resume"]).output().unwrap();
+    assert!(stderr_of(&out).contains("nothing to resume"), "{}", stderr_of(&out));
+    let dry = w.dry_run("in.csv", "dry.csv").args(["--api", "v2"]).output().unwrap();
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr_of(&dry));
+    let d = Results::read(&w.path("dry.csv"));
+    assert_eq!(d.headers.iter().filter(|h| *h == "cancel_bill_no").count(), 1, "{:?}", d.headers);
+}

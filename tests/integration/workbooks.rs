@@ -64,8 +64,9 @@ fn text_rows(rows: &[&[&'static str]]) -> Vec<Vec<Cell>> {
     rows.iter().map(|r| r.iter().map(|t| Cell::Text(t)).collect()).collect()
 }
 
-/// Every cell of a sheet as calamine reads it, as text.
-/// (The Summary sheet's times are date cells: read as `<date>`.)
+/// Every cell of a sheet as calamine reads it, as text. (The Summary sheet's
+/// times are date cells: read as `<date>`; counts and sums are numbers,
+/// read as their digits.)
 fn read_sheet(path: &std::path::Path, name: &str) -> Vec<Vec<String>> {
     let mut book = calamine::open_workbook_auto(path).unwrap();
     let range = book.worksheet_range(name).unwrap();
@@ -77,6 +78,8 @@ fn read_sheet(path: &std::path::Path, name: &str) -> Vec<Vec<String>> {
                     Data::String(s) => s.clone(),
                     Data::Empty => String::new(),
                     Data::DateTime(_) if name == "Summary" => "<date>".to_string(),
+                    Data::Float(f) => f.to_string(),
+                    Data::Int(i) => i.to_string(),
                     other => panic!("{name}: a cell that is not text: {other:?}"),
                 })
                 .collect()

@@ -230,11 +230,6 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
         }
         Ok(())
     })?;
-    // `60.0` and `60` are the same money: shown without trailing zeros.
-    if let Some(s) = sums.as_mut() {
-        s.total = s.total.normalize();
-        s.by_category.values_mut().for_each(|v| *v = v.normalize());
-    }
     summary.sums = sums;
     summary.missing = file.fingerprint.as_ref().map(|fp| fp.rows.saturating_sub(summary.tally.total()));
     Ok(summary)
