@@ -48,14 +48,19 @@ pub enum Command {
         after_long_help = "Examples:\n  midas-cancel man > midas-cancel.1 && man ./midas-cancel.1\n  midas-cancel man run | man -l -\n  midas-cancel man --dir /usr/local/share/man/man1"
     )]
     Man {
-        /// The subcommand whose page to print (run, check, report, ...) [default: the main page].
-        #[arg(conflicts_with = "dir")]
+        /// The subcommand whose page to print [default: the main page].
+        // The names are listed so that shell completion offers them;
+        // `manual::page` still names the pages there are when given another.
+        #[arg(conflicts_with = "dir", value_parser = clap::builder::PossibleValuesParser::new(PAGES))]
         page: Option<String>,
         /// Write every page (midas-cancel.1, midas-cancel-run.1, ...) into DIR.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
 }
+
+/// The subcommands with a manual page (a test keeps this list whole).
+pub const PAGES: [&str; 6] = ["run", "check", "report", "simulate", "completions", "man"];
 
 const SIMULATE_HELP: &str = "\
 The simulator implements cancelpay (production and sandbox paths) and stable_token on
@@ -383,5 +388,16 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    /// `man PAGE` offers (and completes) every subcommand with a page.
+    #[test]
+    fn every_subcommand_with_a_page_is_a_man_value() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let mut subs: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).filter(|n| *n != "help").collect();
+        let mut pages = PAGES.to_vec();
+        subs.sort_unstable();
+        pages.sort_unstable();
+        assert_eq!(subs, pages);
     }
 }

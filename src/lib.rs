@@ -599,12 +599,12 @@ fn check_identity(cfg: &RunConfig, found: &resume::Resumed, journal: Option<&jou
 fn pace_summary(report: &engine::LiveReport) -> String {
     let secs = report.elapsed.as_secs_f64();
     let p = &report.pace;
+    // A short run's first burst (rate + burst at once) is over in a moment:
+    // its average would read as more than the rate, which is never exceeded.
+    let achieved = (report.requests as f64 / secs.max(0.001)).min(f64::from(report.requested_rate));
     let mut s = format!(
-        "pace: {} requests in {secs:.1} s, {:.1}/s achieved of {}/s requested; {} token fetch(es)",
-        report.requests,
-        report.requests as f64 / secs.max(0.001),
-        report.requested_rate,
-        report.token_refreshes
+        "pace: {} requests in {secs:.1} s, {achieved:.1}/s achieved of {}/s requested; {} token fetch(es)",
+        report.requests, report.requested_rate, report.token_refreshes
     );
     match p.limit_found {
         Some(limit) => s.push_str(&format!(

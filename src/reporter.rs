@@ -68,6 +68,11 @@ impl Reporter {
     /// Starts a progress display counting `total` units (`bytes` or rows).
     pub fn start_progress(&self, total: u64, bytes: bool) {
         *self.unit.lock().expect("reporter lock") = if bytes { "bytes read" } else { "rows" };
+        if bytes {
+            // A dry run is seconds long: its first plain line comes after
+            // the first 10 s, not as a lone `progress: 851968/10884688`.
+            *self.plain_last.lock().expect("reporter lock") = Some(Instant::now());
+        }
         if self.quiet || !self.terminal {
             return;
         }

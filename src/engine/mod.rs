@@ -598,12 +598,15 @@ pub fn run(
     let (tally_ref, pool_ref, pacer_ref, stats_ref) = (&tally, &pool, &pacer, &stats);
     let written = std::thread::scope(|scope| -> anyhow::Result<()> {
         let on_commit = move |t: &Tally| {
-            let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned);
+            // Skipped rows (a stop) are not "attention": --resume sends them.
+            let skipped = t.get(Category::Skipped);
+            let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned) - skipped;
             let pace = pacer_ref.current_rate();
             let slowed =
                 if pace < f64::from(send.rate.get()) { format!(" · pace {pace:.0}/s") } else { String::new() };
+            let skipped = if skipped > 0 { format!(" · skipped {skipped}") } else { String::new() };
             let status = format!(
-                "cancelled {} · already returned {} · needs attention {} · waiting to retry {}{slowed}",
+                "cancelled {} · already returned {} · needs attention {} · waiting to retry {}{skipped}{slowed}",
                 t.get(Category::Cancelled),
                 t.get(Category::AlreadyReturned),
                 attention,

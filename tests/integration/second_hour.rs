@@ -147,6 +147,22 @@ fn small_things_that_misled() {
     w.write("keys.csv", "openid,session_key\noUSER2,a2V5MQ==\n");
     let out = w.dry_run("in.csv", "dry.csv").args(["--session-keys", "keys.csv"]).output().unwrap();
     assert!(stderr_of(&out).contains("mp_sig is left empty"), "{}", stderr_of(&out));
+    // A short dry run without a terminal prints no lone `progress:` line.
+    assert!(!stderr_of(&out).contains("progress:"), "{}", stderr_of(&out));
+    // The rate achieved is never said to be above the rate asked for.
+    w.orders("five.csv", 5);
+    let out = w.live("five.csv", "five-out.csv", &sim).output().unwrap();
+    let err = stderr_of(&out);
+    let achieved: f64 = err
+        .split("/s achieved of")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(achieved <= 200.0, "{err}");
+    // `man` completes its page names.
+    let completion = stdout_of(&w.cmd().args(["completions", "bash"]).output().unwrap());
+    assert!(completion.contains("run check report simulate completions man"), "{completion:.300}");
 }
 
 #[test]
