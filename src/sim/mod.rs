@@ -279,6 +279,20 @@ impl SimStats {
     }
 }
 
+/// The state of order `bill_no` in production or the sandbox (kept apart),
+/// from the maps of [`State`] (borrowed apart from its other fields).
+fn order_state<'a>(
+    cfg: &SimConfig,
+    orders: &'a mut HashMap<String, OrderState>,
+    sandbox_orders: &'a mut HashMap<String, OrderState>,
+    sandbox: bool,
+    bill_no: &str,
+) -> &'a mut OrderState {
+    let start = cfg.orders.get(bill_no).unwrap_or(&cfg.default_state).clone();
+    let orders = if sandbox { sandbox_orders } else { orders };
+    orders.entry(bill_no.to_string()).or_insert(start)
+}
+
 struct Issued {
     expires: Instant,
     revoked: bool,
@@ -287,6 +301,9 @@ struct Issued {
 struct State {
     cfg: SimConfig,
     orders: HashMap<String, OrderState>,
+    /// The sandbox's own orders: a sandbox cancel never changes production's
+    /// (each starts from the configured state, or the default).
+    sandbox_orders: HashMap<String, OrderState>,
     tokens: HashMap<String, Issued>,
     current: Option<(String, Instant)>,
     window: VecDeque<Instant>,
@@ -344,6 +361,7 @@ impl Simulator {
         };
         let state = Arc::new(Mutex::new(State {
             orders: cfg.orders.clone(),
+            sandbox_orders: HashMap::new(),
             rng: fastrand::Rng::with_seed(cfg.seed),
             tokens: cfg
                 .fixed_tokens

@@ -117,7 +117,7 @@ impl State {
         if picked(&body.bill_no, faults.processing_share) {
             return answer(90016, "order is processing");
         }
-        let state = self.orders.entry(body.bill_no.clone()).or_insert_with(|| self.cfg.default_state.clone());
+        let state = super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, &body.bill_no);
         let reply = match state {
             OrderState::Deducted => {
                 *state = OrderState::Cancelled;

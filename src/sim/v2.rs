@@ -91,8 +91,8 @@ impl State {
         if self.cancellations.contains_key(&b.bill_no) {
             return self.deliver(&b.bill_no, answer(90012, "this cancellation was already processed"));
         }
-        let default = self.cfg.default_state.clone();
-        let state = self.orders.entry(b.pay_bill_no.clone()).or_insert(default);
+        let state =
+            super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, b.env == 1, &b.pay_bill_no);
         let reply = match state {
             OrderState::Unknown => answer(90000, "pay_bill_no not exist"),
             OrderState::Errcode(c) => answer(*c, "simulated error"),

@@ -194,3 +194,19 @@ fn v2_results_had_two_cancel_bill_no_columns() {
     let d = Results::read(&w.path("dry.csv"));
     assert_eq!(d.headers.iter().filter(|h| *h == "cancel_bill_no").count(), 1, "{:?}", d.headers);
 }
+
+#[test]
+fn the_simulator_shared_orders_between_sandbox_and_production() {
+    let w = Workdir::new();
+    w.orders("in.csv", 3);
+    let sim = start(sim_config());
+    w.live("in.csv", "sandbox.csv", &sim).arg("--sandbox").assert().code(0);
+    // Production's orders are untouched by the sandbox's cancels.
+    w.live("in.csv", "production.csv", &sim).assert().code(0);
+    let r = Results::read(&w.path("production.csv"));
+    assert!(r.rows.iter().all(|row| row["category"] == "cancelled"), "{:?}", r.rows);
+    // And the sandbox remembers its own.
+    w.live("in.csv", "sandbox-again.csv", &sim).arg("--sandbox").assert().code(0);
+    let again = Results::read(&w.path("sandbox-again.csv"));
+    assert!(again.rows.iter().all(|row| row["category"] == "already_returned"), "{:?}", again.rows);
+}
