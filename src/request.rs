@@ -83,7 +83,7 @@ impl Signing {
     /// v2's BODY for `order` at `ts`, with its `pay_sig` (the AppKey over
     /// `URI&BODY`) and `signature` (the user's session key over BODY).
     fn v2_signed(&self, order: &OrderRef<'_>, session_key: &str, ts: u64) -> (String, Hex64, Hex64) {
-        let body = order.v2(&self.rules, self.env(), ts).body();
+        let body = v2::CancelV2::of(order, &self.rules.offer_id, self.env(), ts).body();
         let pay_sig = self.pay_signer.sign(&body);
         let signature = v2::signature(session_key, &body);
         (body, pay_sig, signature)

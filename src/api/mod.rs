@@ -7,6 +7,7 @@ pub mod v1;
 pub mod v2;
 
 use crate::category::Category;
+use crate::input::field::ApiInput;
 use crate::sign::{CancelParams, Signatures, Value};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -23,17 +24,6 @@ pub enum Action {
     /// An answer that every further request would get too: counts toward the
     /// circuit breaker.
     Breaker,
-}
-
-/// `1.23457E+17`, `1E+17`, `2.5e-05`: a number a spreadsheet reformatted.
-pub fn looks_scientific(v: &str) -> bool {
-    // Bytes, not a char pattern: this runs on every bill_no.
-    let Some(at) = v.bytes().position(|b| b == b'e' || b == b'E') else { return false };
-    let (mantissa, exp) = (&v[..at], &v[at + 1..]);
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let exp = exp.strip_prefix(['+', '-']).unwrap_or("");
-    digits(int) && digits(frac) && digits(exp)
 }
 
 /// Which cancel API a run speaks (`--api`, config `api`).
@@ -61,6 +51,15 @@ impl ApiKind {
     /// cancellation id), which the ids journal records before it is sent.
     pub fn has_own_ids(self) -> bool {
         self != ApiKind::V1
+    }
+
+    /// What this API reads from an input, declared by its module: the
+    /// fields, their checks, the duplicate key, its own ids.
+    pub fn input(self) -> &'static ApiInput {
+        match self {
+            ApiKind::V1 => &v1::INPUT,
+            ApiKind::V2 => &v2::INPUT,
+        }
     }
 
     /// The category and next action for an errcode of this API.

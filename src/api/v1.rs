@@ -1,9 +1,32 @@
 //! The v1 cancel API (SPEC §1.1-1.3): `/cgi-bin/midas/cancelpay` and its
 //! sandbox path. Its signing (the sorted-field `sig` and `mp_sig`) lives in
-//! [`crate::sign`]; here are its errcode table and its breaker's words.
+//! [`crate::sign`]; here are its input, its errcode table and its breaker's
+//! words.
 
 use super::Action;
 use crate::category::Category;
+use crate::input::field::{ApiInput, Field, FieldSpec, Need, OtherApi};
+use crate::input::{
+    check_bill_no, check_openid, check_pay_item, check_pf, check_session_key, check_user_ip, check_zone_id,
+};
+
+/// What v1 reads from an export, in the order its fields are checked.
+pub static INPUT: ApiInput = ApiInput {
+    fields: &[
+        FieldSpec { field: Field::BillNo, need: Need::Required, check: Some(check_bill_no) },
+        FieldSpec { field: Field::Openid, need: Need::Required, check: Some(check_openid) },
+        FieldSpec { field: Field::ZoneId, need: Need::Required, check: Some(check_zone_id) },
+        FieldSpec { field: Field::Pf, need: Need::Optional, check: Some(check_pf) },
+        FieldSpec { field: Field::UserIp, need: Need::Optional, check: Some(check_user_ip) },
+        FieldSpec { field: Field::PayItem, need: Need::Optional, check: Some(check_pay_item) },
+        FieldSpec { field: Field::SessionKey, need: Need::Optional, check: Some(check_session_key) },
+    ],
+    // The order is the key: a repeat answers 90015.
+    key_names: ["bill_no", "bill_no"],
+    needs_session_key: false,
+    own_id: None,
+    other_api: Some(OtherApi { columns: &["amount", "cancel_bill_no"], what: "Virtual Payment 2.0", api: "v2" }),
+};
 
 /// The category and next action for a WeChat errcode: the one copy of the
 /// SPEC's errcode table.

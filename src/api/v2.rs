@@ -10,9 +10,41 @@
 
 use super::Action;
 use crate::category::Category;
+use crate::input::field::{looks_scientific, ApiInput, Field, FieldSpec, Need};
+use crate::input::{check_openid, check_session_key, check_user_ip, check_zone_id, OrderRef};
 use crate::sign::{hmac_hex, Hex64, HmacSha256};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
+
+/// What v2 reads from an export, in the order its fields are checked.
+pub static INPUT: ApiInput = ApiInput {
+    fields: &[
+        FieldSpec { field: Field::BillNo, need: Need::Required, check: Some(check_pay_bill_no) },
+        FieldSpec { field: Field::Openid, need: Need::Required, check: Some(check_openid) },
+        FieldSpec { field: Field::ZoneId, need: Need::Required, check: Some(check_zone_id) },
+        FieldSpec { field: Field::UserIp, need: Need::Optional, check: Some(check_user_ip) },
+        FieldSpec { field: Field::SessionKey, need: Need::Optional, check: Some(check_session_key) },
+        FieldSpec { field: Field::CancelBillNo, need: Need::Optional, check: Some(check_cancel_bill_no) },
+        FieldSpec { field: Field::Amount, need: Need::Required, check: Some(check_amount_text) },
+    ],
+    key_names: ["bill_no (the pay_bill_no)", "cancel_bill_no (the cancellation id)"],
+    // `signature` is the session key's HMAC over the body.
+    needs_session_key: true,
+    own_id: Some(cancellation_id),
+    other_api: None,
+};
+
+fn check_pay_bill_no(v: &str) -> Result<(), String> {
+    check_bill_no("bill_no", v)
+}
+
+fn check_cancel_bill_no(v: &str) -> Result<(), String> {
+    check_bill_no("cancel_bill_no", v)
+}
+
+fn check_amount_text(v: &str) -> Result<(), String> {
+    check_amount(v).map(drop)
+}
 
 /// The request path, the same for production and sandbox (`env` decides).
 pub const URI: &str = "/wxa/game/cancelpay";
@@ -48,6 +80,23 @@ fn push_json_str(out: &mut String, v: &str) {
         out.push('"');
     } else {
         out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+}
+
+impl<'a> CancelV2<'a> {
+    /// The cancel of `order` (validated for v2), sent at `ts`.
+    pub fn of(order: &'a OrderRef<'a>, offer_id: &'a str, env: u8, ts: u64) -> CancelV2<'a> {
+        CancelV2 {
+            openid: order.openid,
+            offer_id,
+            ts,
+            zone_id: order.zone_id,
+            env,
+            user_ip: order.user_ip,
+            pay_bill_no: order.bill_no,
+            bill_no: order.cancel_id.as_deref().unwrap_or(""),
+            amount: order.amount.unwrap_or(0),
+        }
     }
 }
 
@@ -182,7 +231,7 @@ pub fn check_bill_no(field: &str, v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err(format!("{field} is empty"));
     }
-    if super::looks_scientific(v) {
+    if looks_scientific(v) {
         return Err(format!(
             "{field} `{v}` is a number a spreadsheet rewrote in scientific notation, so the real id is lost; \
              re-export with that column formatted as text"
@@ -207,7 +256,7 @@ pub fn check_amount(v: &str) -> Result<u64, String> {
     if v.is_empty() {
         return Err(format!("amount is empty: {fix}"));
     }
-    if super::looks_scientific(v) {
+    if looks_scientific(v) {
         return Err(format!(
             "amount `{v}` is a number a spreadsheet rewrote in scientific notation; re-export the column as text"
         ));

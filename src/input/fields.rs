@@ -70,21 +70,6 @@ impl OrderRef<'_> {
             cancel_id: self.cancel_id.as_deref().map(str::to_string),
         }
     }
-
-    /// The v2 request for this order, sent at `ts`.
-    pub fn v2<'b>(&'b self, rules: &'b Rules, env: u8, ts: u64) -> v2::CancelV2<'b> {
-        v2::CancelV2 {
-            openid: self.openid,
-            offer_id: &rules.offer_id,
-            ts,
-            zone_id: self.zone_id,
-            env,
-            user_ip: self.user_ip,
-            pay_bill_no: self.bill_no,
-            bill_no: self.cancel_id.as_deref().unwrap_or(""),
-            amount: self.amount.unwrap_or(0),
-        }
-    }
 }
 
 pub(super) const BILL_NO_MAX: usize = 63;
@@ -140,7 +125,7 @@ pub fn check_bill_no(v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err("bill_no is empty".into());
     }
-    if api::looks_scientific(v) {
+    if looks_scientific(v) {
         return Err(format!(
             "bill_no `{v}` is a number a spreadsheet rewrote in scientific notation, so the real order id is lost; \
              re-export the orders with that column formatted as text"
@@ -157,6 +142,21 @@ pub fn check_bill_no(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An openid: 1-128 characters of `0-9 A-Z a-z _ -`.
+pub fn check_openid(v: &str) -> Result<(), String> {
+    check_id("openid", v, 128, "")
+}
+
+/// A zone id: 1-64 characters of `0-9 A-Z a-z _ -` (`1` without zones).
+pub fn check_zone_id(v: &str) -> Result<(), String> {
+    check_id("zone_id", v, 64, " (use 1 for a game without zones)")
+}
+
+/// A platform: at most 32 characters of `0-9 A-Z a-z _ -`.
+pub fn check_pf(v: &str) -> Result<(), String> {
+    check_id("pf", v, 32, "")
+}
+
 pub(super) fn check_id(field: &str, v: &str, max: usize, hint: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err(format!("{field} is empty{hint}"));
@@ -170,11 +170,11 @@ pub(super) fn check_id(field: &str, v: &str, max: usize, hint: &str) -> Result<(
     Ok(())
 }
 
-pub(super) fn check_user_ip(v: &str) -> Result<(), String> {
+pub fn check_user_ip(v: &str) -> Result<(), String> {
     v.parse::<IpAddr>().map(|_| ()).map_err(|_| format!("user_ip `{v}` is not an IPv4 or IPv6 address"))
 }
 
-pub(super) fn check_pay_item(v: &str) -> Result<(), String> {
+pub fn check_pay_item(v: &str) -> Result<(), String> {
     if let Some(c) = v.chars().find(|c| c.is_control()) {
         return Err(format!("pay_item contains the control character U+{:04X}", c as u32));
     }
@@ -190,7 +190,7 @@ pub(super) fn check_pay_item(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn check_session_key(v: &str) -> Result<(), String> {
+pub fn check_session_key(v: &str) -> Result<(), String> {
     // The value is a secret: the message never repeats it.
     if v.len() > 128 || bad_char(v, &BASE64_CHARS).is_some() {
         return Err("session_key is not a base64 session key (the value is not shown)".into());
@@ -235,40 +235,40 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
     let get = |f: Field| header.cell(raw, f);
     let opt = |f: Field| Some(get(f)).filter(|v| !v.is_empty());
     let rules = header.rules();
-    let v2 = rules.api == ApiKind::V2;
+    // What this run's API declared: its fields, their checks, its own id.
+    let spec = rules.api.input();
     let bill_no = get(Field::BillNo);
-    let checked = if v2 { v2::check_bill_no("bill_no", bill_no) } else { check_bill_no(bill_no) };
-    if let Err(m) = checked {
+    if let Err(m) = spec.check(Field::BillNo, bill_no) {
         // An unusable bill_no cell is read as empty: say why.
         return hazard(None).unwrap_or_else(|| invalid(None, m));
     }
-    let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
-    let (pf, user_ip, pay_item, session_key) =
-        (opt(Field::Pf), opt(Field::UserIp), opt(Field::PayItem), opt(Field::SessionKey));
     let cancel_cell = opt(Field::CancelBillNo);
-    // With a cancel_bill_no column, v2 duplicates are judged by that id: a
-    // row whose id is valid keeps it as its key even when invalid otherwise.
+    // With an own-id column, duplicates are judged by that id: a row whose
+    // id is valid keeps it as its key even when invalid otherwise.
     let key = if header.keyed_by_cancel_id() {
-        cancel_cell.filter(|c| v2::check_bill_no("cancel_bill_no", c).is_ok())
+        cancel_cell.filter(|c| spec.check(Field::CancelBillNo, c).is_ok())
     } else {
         Some(bill_no)
     };
     if let Some(h) = hazard(key) {
         return h;
     }
-    let problem = check_id("openid", openid, 128, "")
-        .and_then(|()| check_id("zone_id", zone_id, 64, " (use 1 for a game without zones)"))
-        .and_then(|()| pf.map_or(Ok(()), |v| check_id("pf", v, 32, "")))
-        .and_then(|()| user_ip.map_or(Ok(()), check_user_ip))
-        .and_then(|()| pay_item.map_or(Ok(()), check_pay_item))
-        .and_then(|()| session_key.map_or(Ok(()), check_session_key))
-        .and_then(|()| cancel_cell.map_or(Ok(()), |c| v2::check_bill_no("cancel_bill_no", c)));
-    let amount = match problem.and_then(|()| if v2 { v2::check_amount(get(Field::Amount)).map(Some) } else { Ok(None) })
-    {
-        Ok(a) => a,
-        Err(m) => return invalid(key, m),
-    };
-    let cancel_id = v2.then(|| rules.cancel_id(cancel_cell, bill_no, get(Field::Amount)));
+    // Every other declared field in its declared order: a required one
+    // always (empty is a problem), an optional one when given.
+    for f in spec.fields.iter().filter(|f| f.field != Field::BillNo) {
+        let value = get(f.field);
+        if f.need == Need::Required || !value.is_empty() {
+            if let Err(m) = spec.check(f.field, value) {
+                return invalid(key, m);
+            }
+        }
+    }
+    // Checked above when the API reads it: digits only.
+    let amount = (spec.need(Field::Amount) != Need::Unused).then(|| get(Field::Amount).parse().ok()).flatten();
+    let cancel_id = spec.own_id.is_some().then(|| rules.cancel_id(cancel_cell, bill_no, get(Field::Amount)));
+    let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
+    let (pf, user_ip, pay_item, session_key) =
+        (opt(Field::Pf), opt(Field::UserIp), opt(Field::PayItem), opt(Field::SessionKey));
     Validated::Valid(OrderRef {
         row: raw.row,
         bill_no,

@@ -61,13 +61,21 @@ impl Header {
         if has("row") && has("category") && results_marks.len() >= 3 {
             return Err(InputError::ResultsFile { path: path.to_string(), columns: results_marks.join(", ") });
         }
-        if rules.api == ApiKind::V1 && !rules.api_named && has("amount") && has("cancel_bill_no") {
-            return Err(InputError::LooksLikeV2 { path: path.to_string() });
+        let spec = rules.api.input();
+        // Another API's export under this one's default: its own columns
+        // would be carried, not sent, and its rows end in final categories.
+        if let Some(other) = spec.other_api.filter(|o| !rules.api_named && o.columns.iter().all(|c| has(c))) {
+            return Err(InputError::OtherApi {
+                path: path.to_string(),
+                what: other.what,
+                columns: other.columns.join(" and "),
+                this: rules.api.name(),
+                api: other.api,
+            });
         }
         let mut index = [None; 9];
-        let api = rules.api as usize;
-        for (field, name, need) in FIELDS {
-            if need[api] == Unused {
+        for (field, name) in NAMES {
+            if spec.need(field) == Need::Unused {
                 if let Some(m) = mapping.iter().find(|m| m.field == field) {
                     return Err(InputError::UnusedMapping {
                         path: path.to_string(),
@@ -119,18 +127,18 @@ impl Header {
                     if x == y {
                         return Err(InputError::AmbiguousColumn {
                             path: path.to_string(),
-                            field: FIELDS[b].1,
-                            first: FIELDS[a].1.to_string(),
+                            field: NAMES[b].1,
+                            first: NAMES[a].1.to_string(),
                             second: names[*x].clone(),
                         });
                     }
                 }
             }
         }
-        let missing: Vec<&str> = FIELDS
+        let missing: Vec<&str> = NAMES
             .iter()
-            .filter(|(f, _, need)| need[api] == Required && index[*f as usize].is_none())
-            .map(|(_, n, _)| *n)
+            .filter(|(f, _)| spec.need(*f) == Need::Required && index[*f as usize].is_none())
+            .map(|(_, n)| *n)
             .collect();
         if !missing.is_empty() {
             return Err(InputError::MissingColumns {
@@ -153,39 +161,35 @@ impl Header {
         &self.rules
     }
 
-    /// v2 with a cancel_bill_no column: duplicates are judged by the
-    /// cancellation id rather than by the deduction (SPEC §2 Output).
+    /// An API with ids of its own, and an input with their column:
+    /// duplicates are judged by the id rather than by the order (SPEC §2
+    /// Output).
     pub fn keyed_by_cancel_id(&self) -> bool {
-        self.rules.api == ApiKind::V2 && self.column(Field::CancelBillNo).is_some()
+        self.rules.api.input().own_id.is_some() && self.column(Field::CancelBillNo).is_some()
     }
 
     /// How messages name the duplicate key.
     pub fn key_name(&self) -> &'static str {
-        match (self.rules.api, self.keyed_by_cancel_id()) {
-            (ApiKind::V1, _) => "bill_no",
-            (ApiKind::V2, false) => "bill_no (the pay_bill_no)",
-            (ApiKind::V2, true) => "cancel_bill_no (the cancellation id)",
-        }
+        self.rules.api.input().key_names[usize::from(self.keyed_by_cancel_id())]
     }
 
-    /// v2: the cancellation id of a row that is not sent (a duplicate, no
-    /// session key, invalid otherwise), when its cells give one, so that
-    /// the results file names it all the same.
+    /// The own id of a row that is not sent (a duplicate, no session key,
+    /// invalid otherwise), when its cells give one, so that the results file
+    /// names it all the same.
     pub fn cancel_id_of(&self, raw: &RawRow) -> Option<String> {
-        if self.rules.api != ApiKind::V2 {
-            return None;
-        }
+        let spec = self.rules.api.input();
+        spec.own_id?;
         let cell = |f| self.cell(raw, f);
         let given = Some(cell(Field::CancelBillNo)).filter(|c| !c.is_empty());
         let (bill_no, amount) = (cell(Field::BillNo), cell(Field::Amount));
         // A derived id needs a valid bill_no and amount; a given one is as given.
-        let derivable = v2::check_bill_no("bill_no", bill_no).is_ok() && v2::check_amount(amount).is_ok();
+        let derivable = spec.check(Field::BillNo, bill_no).is_ok() && spec.check(Field::Amount, amount).is_ok();
         (given.is_some() || derivable).then(|| self.rules.cancel_id(given, bill_no, amount).into_owned())
     }
 
     /// Whether every row needs a session key to be sent.
     pub fn needs_session_key(&self) -> bool {
-        self.rules.api == ApiKind::V2
+        self.rules.api.input().needs_session_key
     }
 
     /// Where `field` is, if the input has it.
@@ -211,7 +215,7 @@ impl Header {
 
     /// The order field a column provides, if any.
     pub fn field_of(&self, col: usize) -> Option<Field> {
-        FIELDS.iter().map(|(f, _, _)| *f).find(|&f| self.index[f as usize] == Some(col))
+        NAMES.iter().map(|(f, _)| *f).find(|&f| self.index[f as usize] == Some(col))
     }
 
     /// The input columns that appear in the output (every one but session_key),

@@ -9,7 +9,7 @@
 
 mod decode;
 mod duplicates;
-mod field;
+pub mod field;
 mod fields;
 mod header;
 mod records;
@@ -19,7 +19,7 @@ pub mod workbook;
 
 pub use self::{decode::*, duplicates::*, field::*, fields::*, header::*, records::*, session_keys::*};
 
-use crate::api::{self, v2, ApiKind};
+use crate::api::ApiKind;
 use crate::category::Category;
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
@@ -48,12 +48,14 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// A v2 row's cancellation id: its `cancel_bill_no` cell when given,
-    /// else derived from the deduction and amount (SPEC §1.5).
+    /// A row's own id (an API that has one): its `cancel_bill_no` cell when
+    /// given, else derived by the API from the order and amount (v2: SPEC
+    /// §1.5). Empty for an API without ids.
     pub fn cancel_id<'a>(&self, given: Option<&'a str>, bill_no: &str, amount: &str) -> Cow<'a, str> {
-        match given {
-            Some(c) => Cow::Borrowed(c),
-            None => Cow::Owned(v2::cancellation_id(&self.offer_id, bill_no, amount, &self.cancel_tag)),
+        match (given, self.api.input().own_id) {
+            (Some(c), _) => Cow::Borrowed(c),
+            (None, Some(derive)) => Cow::Owned(derive(&self.offer_id, bill_no, amount, &self.cancel_tag)),
+            (None, None) => Cow::Borrowed(""),
         }
     }
 }
@@ -91,11 +93,11 @@ pub enum InputError {
     )]
     ResultsFile { path: String, columns: String },
     #[error(
-        "{path} looks like a Virtual Payment 2.0 export (its header has the columns amount and cancel_bill_no), \
-         and this run speaks the v1 API, where those columns would be carried and not sent: add --api v2 (or \
-         api = \"v2\" in the config file). If it really is a v1 export, say so with --api v1"
+        "{path} looks like a {what} export (its header has the columns {columns}), and this run speaks the \
+         {this} API, where those columns would be carried and not sent: add --api {api} (or api = \"{api}\" in \
+         the config file). If it really is a {this} export, say so with --api {this}"
     )]
-    LooksLikeV2 { path: String },
+    OtherApi { path: String, what: &'static str, columns: String, this: &'static str, api: &'static str },
     #[error(
         "{path} mixes encodings: it is UTF-8, but line {line} is not (byte offset {offset}; GBK pasted into a \
          UTF-8 file?). Read as one encoding, the other lines' Chinese would be garbled, so nothing is read: fix \
