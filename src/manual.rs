@@ -3,7 +3,7 @@
 //! taken from the code's own tables, so the pages cannot drift from them.
 
 use crate::category::ALL;
-use crate::Exit;
+use crate::exit::Exit;
 use roff::{bold, roman, Roff};
 use std::path::Path;
 

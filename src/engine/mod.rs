@@ -498,7 +498,7 @@ fn write_results(
                 if control.hard.load(Ordering::SeqCst) {
                     writer.flush()?;
                     writer.get_ref().sync_data()?;
-                    std::process::exit(crate::Exit::Interrupted as i32);
+                    std::process::exit(crate::exit::Exit::Interrupted as i32);
                 }
                 continue;
             }

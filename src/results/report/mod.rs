@@ -3,11 +3,11 @@
 //! agree), totals of a money column, and the verdict.
 
 use crate::category::Category;
+use crate::exit::Exit;
 use crate::results::output::{
     ends_with_newline, read_last_lines, unguard, Layout, LineShape, DRY_COLUMNS, LIVE_COLUMNS,
 };
 use crate::results::tally::Tally;
-use crate::Exit;
 use anyhow::{bail, Context as _};
 use rust_decimal::Decimal;
 use serde::Serialize;
