@@ -124,6 +124,17 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE.xlsx", conflicts_with_all = ["only", "json"])]
     pub xlsx: Option<PathBuf>,
 
+    /// Write the report as one self-contained web page for the post-mortem (verdict, summary and
+    /// chart, what the run was, errcodes, the rows that need attention; with --log, the run's
+    /// timeline): inline CSS and SVG, nothing fetched, so it opens offline and from a mail.
+    #[arg(long, value_name = "FILE.html", conflicts_with_all = ["only", "json", "xlsx"])]
+    pub html: Option<PathBuf>,
+
+    /// With --html: the run's attempt log (`run --log FILE.jsonl`), drawn as its timeline:
+    /// requests per second by outcome, the pace and its changes, latency, token fetches.
+    #[arg(long, value_name = "RUN.jsonl", requires = "html")]
+    pub log: Option<PathBuf>,
+
     /// Total this numeric input column per category (e.g. amount_fen), to reconcile money.
     #[arg(long, value_name = "COLUMN")]
     pub sum: Option<String>,

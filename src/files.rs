@@ -48,6 +48,10 @@ impl Staged {
     /// Syncs the file and moves it to `dest`, which must not exist (a file
     /// that appeared meanwhile is not replaced).
     pub fn publish_new(self, dest: &Path) -> io::Result<()> {
+        // A temporary file is private (0600); the file it becomes gets the
+        // mode any new file of the user's gets (0666 less the umask).
+        use std::os::unix::fs::PermissionsExt as _;
+        self.tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))?;
         self.tmp.as_file().sync_all()?;
         self.tmp.persist_noclobber(dest).map_err(|e| e.error)?;
         sync_dir(dest);
@@ -62,6 +66,14 @@ impl Staged {
         sync_dir(dest);
         Ok(())
     }
+}
+
+/// The process's umask (read by setting it and setting it back).
+fn umask() -> u32 {
+    // SAFETY: umask only swaps the process's mask; it is put back at once.
+    let mask = unsafe { libc::umask(0o022) };
+    unsafe { libc::umask(mask) };
+    mask
 }
 
 #[cfg(test)]

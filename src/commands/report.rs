@@ -1,6 +1,6 @@
 //! `report RESULTS`: the summary of a results file (text or JSON), the rows
-//! of some categories as an input `run` takes back (`--only`), or a workbook
-//! for finance (`--xlsx`).
+//! of some categories as an input `run` takes back (`--only`), a workbook
+//! for finance (`--xlsx`), or a page for the post-mortem (`--html`).
 
 use super::{write_new, EXISTS_OTHER};
 use crate::cli;
@@ -26,6 +26,16 @@ pub fn command(args: &cli::ReportArgs) -> anyhow::Result<Exit> {
         };
         say!("{n} row(s) written");
         return Ok(Exit::Done);
+    }
+    if let Some(p) = &args.html {
+        if !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm")) {
+            anyhow::bail!("--html {}: the name must end in .html (browsers and mail go by it)", p.display());
+        }
+        let summary = report::summarize(&args.results, args.sum.as_deref())?;
+        let exists = "it is never overwritten: choose another --html name or move the file away";
+        let n = write_new(p, exists, |f| report::html::write_html(&args.results, &summary, args.log.as_deref(), f))?;
+        say!("{} written ({n} row(s) that need attention listed)", p.display());
+        return Ok(summary.verdict());
     }
     if let Some(p) = &args.xlsx {
         if !is_xlsx(p) {

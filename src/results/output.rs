@@ -451,36 +451,40 @@ pub fn read_results<R: std::io::Read, T>(
 /// [`read_results`] with one line per row: a row's line may be followed by
 /// a later one for the same row (a resumed run appends the row's new line
 /// and compacts the file only when it ends; a kill in between leaves both).
-/// The row's first final line stands; else its last line. Lines are handed
-/// to `keep` as soon as they are final; the rest once the file is read.
-pub fn read_last_lines<R: std::io::Read>(
+/// The row's first final line stands; else its last line. Two passes over
+/// the file, so that nothing but a line number per row is held: the first
+/// chooses each row's line, the second hands the chosen ones to `keep`, in
+/// file order.
+pub fn read_last_lines<R: std::io::Read + std::io::Seek>(
     rdr: &mut csv::Reader<R>,
     name: &str,
     ends_with_newline: bool,
     shape: &LineShape,
     mut keep: impl FnMut(u64, Category, &csv::ByteRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
-    let mut finished = std::collections::HashSet::new();
-    let mut open: std::collections::HashMap<u64, (Category, csv::ByteRecord)> = Default::default();
+    let start = rdr.position().clone();
+    // Row → (ordinal of its chosen line, whether that line is final).
+    let mut chosen: std::collections::HashMap<u64, (u64, bool)> = Default::default();
+    let mut ordinal = 0u64;
     let judge = |rec: &csv::ByteRecord| shape.judge(rec);
-    let torn = read_results(rdr, name, ends_with_newline, judge, |(row, category), record| {
-        if finished.contains(&row) {
-            return Ok(());
+    let torn = read_results(rdr, name, ends_with_newline, judge, |(row, category), _| {
+        let slot = chosen.entry(row).or_insert((ordinal, category.is_final()));
+        if !slot.1 {
+            *slot = (ordinal, category.is_final());
         }
-        if category.is_final() {
-            finished.insert(row);
-            open.remove(&row);
-            keep(row, category, record)
-        } else {
-            open.insert(row, (category, record.clone()));
-            Ok(())
+        ordinal += 1;
+        Ok(())
+    })?;
+    rdr.seek(start)?;
+    let mut ordinal = 0u64;
+    read_results(rdr, name, ends_with_newline, judge, |(row, category), record| {
+        let this = ordinal;
+        ordinal += 1;
+        match chosen.get(&row) {
+            Some((at, _)) if *at == this => keep(row, category, record),
+            _ => Ok(()),
         }
     })?;
-    let mut open: Vec<_> = open.into_iter().collect();
-    open.sort_unstable_by_key(|(row, _)| *row);
-    for (row, (category, record)) in open {
-        keep(row, category, &record)?;
-    }
     Ok(torn)
 }
 

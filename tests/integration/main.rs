@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod html_report;
+
 mod dry_run;
 mod input_files;
 mod integrity;

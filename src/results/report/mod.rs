@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+pub mod html;
+mod timeline;
 pub mod xlsx;
 
 impl Tally {
