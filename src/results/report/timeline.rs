@@ -89,13 +89,9 @@ impl Timeline {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: serde_json::Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                // A run killed mid-line leaves a torn last line.
-                Err(_) => continue,
-            };
-            // An event this version does not draw (or another tool's line).
-            let Ok(parsed) = serde_json::from_value::<Line>(value) else { continue };
+            // A torn last line (a run killed mid-line), an event this version
+            // does not draw, another tool's line: passed over.
+            let Ok(parsed) = serde_json::from_str::<Line>(&line) else { continue };
             match parsed {
                 Line::Request { sent, latency_ms, pace, category, http_status, errcode } => {
                     if sent < t.first {
