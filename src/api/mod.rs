@@ -5,6 +5,7 @@
 pub mod token;
 pub mod v1;
 pub mod v2;
+pub mod xpay;
 
 use crate::category::Category;
 use crate::input::field::ApiInput;

@@ -19,4 +19,5 @@ mod second_hour;
 mod v2;
 mod vectors;
 mod vectors_v2;
+mod vectors_xpay;
 mod workbooks;
