@@ -8,23 +8,11 @@ use std::path::Path;
 /// file names as `crate::...` (the longest module path that is one). A
 /// child's `super::` is its own room and not counted.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut texts = BTreeMap::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
-            let module = rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::");
-            if module != "lib" && module != "main" {
-                texts.insert(module, std::fs::read_to_string(&path).unwrap());
-            }
-        }
-    }
+    let texts: BTreeMap<String, String> = sources()
+        .into_iter()
+        .map(|(rel, text)| (rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::"), text))
+        .filter(|(module, _)| module != "lib" && module != "main")
+        .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, text) in &texts {
         let deps = graph.entry(module.clone()).or_default();
@@ -89,7 +77,7 @@ fn sources() -> Vec<(String, String)> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+                let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
                 out.push((rel, std::fs::read_to_string(&path).unwrap()));
             }
         }

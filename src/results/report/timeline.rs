@@ -154,18 +154,7 @@ impl Timeline {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, 280)).into_drawing_area();
-            let mut chart = ChartBuilder::on(&root)
-                .margin(8)
-                .x_label_area_size(32)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0f64..self.span(), 0f64..top)
-                .map_err(chart_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("seconds since the first request")
-                .y_desc("requests / s")
-                .draw()
-                .map_err(chart_err)?;
+            let mut chart = over_time(&root, self.span(), top, "requests / s")?;
             for (at, counts, _, _) in &intervals {
                 let mut base = 0.0;
                 for (k, n) in counts.iter().enumerate() {
@@ -212,18 +201,7 @@ impl Timeline {
         let mut marks = Vec::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, 260)).into_drawing_area();
-            let mut chart = ChartBuilder::on(&root)
-                .margin(8)
-                .x_label_area_size(32)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0f64..self.span(), 0f64..top)
-                .map_err(chart_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("seconds since the first request")
-                .y_desc("pace / s")
-                .draw()
-                .map_err(chart_err)?;
+            let mut chart = over_time(&root, self.span(), top, "pace / s")?;
             chart.draw_series(LineSeries::new(steps, BLUE.stroke_width(2))).map_err(chart_err)?;
             chart.draw_series(LineSeries::new(achieved, RGBColor(46, 139, 87).stroke_width(2))).map_err(chart_err)?;
             for p in &self.paces {
@@ -252,18 +230,7 @@ impl Timeline {
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, 220)).into_drawing_area();
-            let mut chart = ChartBuilder::on(&root)
-                .margin(8)
-                .x_label_area_size(32)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0f64..self.span(), 0f64..top)
-                .map_err(chart_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("seconds since the first request")
-                .y_desc("latency ms")
-                .draw()
-                .map_err(chart_err)?;
+            let mut chart = over_time(&root, self.span(), top, "latency ms")?;
             let line = |pick: fn(&Interval) -> f64| {
                 intervals.iter().map(move |i| (i.0 as f64 + w / 2.0, pick(i))).collect::<Vec<_>>()
             };
@@ -273,6 +240,30 @@ impl Timeline {
         }
         Ok(svg)
     }
+}
+
+/// A chart over the run's time (seconds since the first request, up to
+/// `span`) of values up to `top`, its axes drawn.
+fn over_time<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    span: f64,
+    top: f64,
+    unit: &str,
+) -> anyhow::Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..span, 0f64..top)
+        .map_err(chart_err)?;
+    chart.configure_mesh().x_desc("seconds since the first request").y_desc(unit).draw().map_err(chart_err)?;
+    Ok(chart)
 }
 
 /// Markers with a tooltip (an SVG `<title>`, shown on hover), added to a
