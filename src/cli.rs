@@ -279,6 +279,10 @@ pub struct InputArgs {
     #[arg(long, value_name = "TAG", help_heading = "Input")]
     pub cancel_tag: Option<String>,
 
+    /// --api xpay: the user's IP for rows without a user_ip cell (the API requires one).
+    #[arg(long, value_name = "IP", help_heading = "Input")]
+    pub user_ip: Option<std::net::IpAddr>,
+
     /// TOML config file (appid, offer_id, pf, sandbox, rate, ...); flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub encoding: Option<EncodingName>,
     pub api: Option<ApiKind>,
     pub cancel_tag: Option<String>,
+    pub user_ip: Option<std::net::IpAddr>,
     pub base_url: Option<String>,
     // Signed and wide, so that `rate = -5` reaches the range check and its
     // message instead of a deserialiser's.
@@ -51,7 +52,7 @@ pub struct FileConfig {
 }
 
 /// The config file's keys (the fields of [`FileConfig`]).
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 22] = [
     "appid",
     "offer_id",
     "pf",
@@ -61,6 +62,7 @@ const KEYS: [&str; 21] = [
     "encoding",
     "api",
     "cancel_tag",
+    "user_ip",
     "base_url",
     "rate",
     "burst",
@@ -182,13 +184,13 @@ pub fn secret_from_env(env: EnvLookup<'_>, name: &str) -> anyhow::Result<Option<
 
 impl InputConfig {
     /// `snapshot`: read a private, hashed copy of the input (a live run; see [`Input::open`]).
-    /// `offer_id`: the run's (for v2's derived cancellation ids; `check` takes
-    /// the config file's).
+    /// `appid` and `offer_id`: the run's (what derived ids are made of: v2's
+    /// offer_id, xpay's appid; `check` takes the config file's).
     pub fn resolve(
         path: &Path,
         args: &InputArgs,
         file: &FileConfig,
-        offer_id: Option<&str>,
+        (appid, offer_id): (Option<&str>, Option<&str>),
         snapshot: bool,
     ) -> anyhow::Result<InputConfig> {
         let mut columns = Vec::new();
@@ -212,6 +214,8 @@ impl InputConfig {
             (opened, keys.join().expect("session-key loader panicked"))
         });
         let (opened, session_keys) = (Arc::new(opened?), session_keys?);
+        let api = args.api.or(file.api).unwrap_or_default();
+        let (appid, offer_id) = (appid.or(file.appid.as_deref()), offer_id.or(file.offer_id.as_deref()));
         Ok(InputConfig {
             path: path.to_path_buf(),
             opened,
@@ -219,9 +223,11 @@ impl InputConfig {
             session_keys,
             mp_sig: args.mp_sig.or(file.mp_sig).unwrap_or_default(),
             rules: Rules {
-                api: args.api.or(file.api).unwrap_or_default(),
+                api,
                 api_named: args.api.or(file.api).is_some(),
-                offer_id: offer_id.or(file.offer_id.as_deref()).unwrap_or_default().to_string(),
+                // What the API's own ids are derived from (v2: offer_id; xpay: appid).
+                offer_id: api.id_scope(appid.unwrap_or_default(), offer_id.unwrap_or_default()).to_string(),
+                user_ip: args.user_ip.or(file.user_ip).map(|ip| ip.to_string()),
                 cancel_tag: args.cancel_tag.clone().or(file.cancel_tag.clone()).unwrap_or_default(),
             },
         })
@@ -361,14 +367,20 @@ impl RunConfig {
         let appid = args.appid.clone().or(file.appid.clone()).context(
             "no appid: pass --appid (or set appid in the --config file) to the Mini Game's appid, e.g. wx1234567",
         )?;
-        let offer_id = args
-            .offer_id
-            .clone()
-            .or(file.offer_id.clone())
-            .context("no offer_id: pass --offer-id (or set offer_id in the --config file) to the Midas offer id")?;
+        // The Mini Program API (xpay) has no offer_id.
+        let needs_offer_id = args.input_args.api.or(file.api) != Some(crate::api::ApiKind::Xpay);
+        let offer_id = match args.offer_id.clone().or(file.offer_id.clone()) {
+            Some(o) => o,
+            None if !needs_offer_id => String::new(),
+            None => anyhow::bail!(
+                "no offer_id: pass --offer-id (or set offer_id in the --config file) to the Midas offer id"
+            ),
+        };
         let pf = args.pf.clone().or(file.pf.clone()).unwrap_or_else(|| "android".into());
         check_constant("appid", &appid, |c| c.is_ascii_alphanumeric() || c == '_')?;
-        check_constant("offer_id", &offer_id, |c| c.is_ascii_alphanumeric())?;
+        if needs_offer_id {
+            check_constant("offer_id", &offer_id, |c| c.is_ascii_alphanumeric())?;
+        }
         check_constant("pf", &pf, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         let sandbox = args.sandbox || file.sandbox.unwrap_or(false);
         // Modes may come from the config file too; the flags' conflicts are
@@ -423,7 +435,8 @@ impl RunConfig {
             (app_key, secret, token)
         };
         // Last: the flags, config and secrets are checked before big files are read.
-        let input = InputConfig::resolve(&args.input, &args.input_args, &file, Some(&offer_id), mode != Mode::DryRun)?;
+        let ids = (Some(appid.as_str()), Some(offer_id.as_str()));
+        let input = InputConfig::resolve(&args.input, &args.input_args, &file, ids, mode != Mode::DryRun)?;
         // The process's own: what it scrubs, every message leaving the
         // process is scrubbed of (see `reporter::to_stderr`).
         let redactor = Redactor::process().clone();

@@ -2,7 +2,7 @@
 //! into what a live run sends or a dry run writes, for either API. The
 //! engine and the dry run ask; neither knows how an API builds or signs.
 
-use crate::api::{cancel_body, v2, ApiKind};
+use crate::api::{cancel_body, v2, xpay, ApiKind};
 use crate::category::Category;
 use crate::input::{MpSigMode, OrderRef, Rules};
 use crate::results::output::{DrySigned, DryV2};
@@ -54,6 +54,8 @@ pub struct Signing {
     mp_sig: MpSigMode,
     signer: Signer,
     pay_signer: v2::PaySigner,
+    /// xpay signs each call's URI into its `pay_sig`.
+    app_key: Secret,
 }
 
 impl Signing {
@@ -64,6 +66,7 @@ impl Signing {
             mp_sig,
             signer: Signer::new(app_key.expose(), request.sandbox),
             pay_signer: v2::PaySigner::new(app_key.expose()),
+            app_key: app_key.clone(),
         }
     }
 
@@ -87,6 +90,37 @@ impl Signing {
         let pay_sig = self.pay_signer.sign(&body);
         let signature = v2::signature(session_key, &body);
         (body, pay_sig, signature)
+    }
+
+    /// xpay's cancel BODY for `order`, with its `pay_sig` and `signature`.
+    fn xpay_signed(&self, order: &OrderRef<'_>, session_key: &str) -> (String, Hex64, Hex64) {
+        let body = xpay::CancelCurrencyPay {
+            openid: order.openid,
+            env: self.env(),
+            // Validation made sure of one (the row's, or --user-ip).
+            user_ip: order.user_ip.unwrap_or_default(),
+            pay_order_id: order.bill_no,
+            order_id: order.cancel_id.as_deref().unwrap_or_default(),
+            amount: order.amount.unwrap_or(0),
+        }
+        .body();
+        let pay_sig = xpay::pay_sig(self.app_key.expose(), xpay::CANCEL_URI, &body);
+        let signature = xpay::signature(session_key, &body);
+        (body, pay_sig, signature)
+    }
+
+    /// The request that tells a refused AppKey from a refused session key
+    /// ([`crate::api::Action::CheckKey`]): a query for the row's order,
+    /// signed by the AppKey alone.
+    pub fn key_check(&self, order: &OrderRef<'_>) -> SignedRequest {
+        let body = xpay::query_order_body(order.openid, self.env(), xpay::OrderKey::OrderId(order.bill_no));
+        let pay_sig = xpay::pay_sig(self.app_key.expose(), xpay::QUERY_URI, &body);
+        SignedRequest {
+            uri: xpay::QUERY_URI,
+            query_tail: format!("&pay_sig={}", pay_sig.as_str()),
+            body: body.into_bytes(),
+            without_session_key: false,
+        }
     }
 
     /// The request for `order` at `ts`, signed with `token`.
@@ -113,6 +147,16 @@ impl Signing {
                     without_session_key: false,
                 }
             }
+            ApiKind::Xpay => {
+                // Without a session key the row is never sent (missing_session_key).
+                let (body, pay_sig, signature) = self.xpay_signed(order, order.session_key.unwrap_or_default());
+                SignedRequest {
+                    uri: xpay::CANCEL_URI,
+                    query_tail: format!("&pay_sig={}&signature={}", pay_sig.as_str(), signature.as_str()),
+                    body: body.into_bytes(),
+                    without_session_key: false,
+                }
+            }
         }
     }
 
@@ -127,11 +171,14 @@ impl Signing {
                 let s = self.signer.sign(&params, self.mp_sig.inputs(access_token, order.session_key));
                 DrySigned { category: Category::Signed, ts: Some(ts), sig: Some(s.sig), mp_sig: s.mp_sig, v2: None }
             }
-            ApiKind::V2 => {
+            ApiKind::V2 | ApiKind::Xpay => {
                 let mut v2 = DryV2::default();
                 // Without a session key the row is not sent (missing_session_key).
                 if let Some(key) = order.session_key {
-                    let (body, pay_sig, signature) = self.v2_signed(&order, key, ts);
+                    let (body, pay_sig, signature) = match self.rules.api {
+                        ApiKind::Xpay => self.xpay_signed(&order, key),
+                        _ => self.v2_signed(&order, key, ts),
+                    };
                     (v2.body, v2.pay_sig, v2.signature) = (body, Some(pay_sig), Some(signature));
                 }
                 v2.cancel_bill_no = order.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();

@@ -25,6 +25,11 @@ pub enum Action {
     /// An answer that every further request would get too: counts toward the
     /// circuit breaker.
     Breaker,
+    /// A signature was refused, and the answer does not say which: the
+    /// AppKey's (every request fails: the breaker) or the user's session key
+    /// (this row only). A request signed by the AppKey alone tells them apart
+    /// (once per run: a right AppKey stays right).
+    CheckKey,
 }
 
 /// Which cancel API a run speaks (`--api`, config `api`).
@@ -38,6 +43,9 @@ pub enum ApiKind {
     // SPEC §1.5.
     /// Virtual Payment 2.0, `/wxa/game/cancelpay` (Mini Games from 2022-11 on)
     V2,
+    // SPEC §1.6.
+    /// Mini Program virtual payment: cancel coin deductions, `/xpay/cancel_currency_pay`
+    Xpay,
 }
 
 impl ApiKind {
@@ -45,6 +53,7 @@ impl ApiKind {
         match self {
             ApiKind::V1 => "v1",
             ApiKind::V2 => "v2",
+            ApiKind::Xpay => "xpay",
         }
     }
 
@@ -60,6 +69,7 @@ impl ApiKind {
         match self {
             ApiKind::V1 => &v1::INPUT,
             ApiKind::V2 => &v2::INPUT,
+            ApiKind::Xpay => &xpay::INPUT,
         }
     }
 
@@ -68,6 +78,7 @@ impl ApiKind {
         match self {
             ApiKind::V1 => v1::classify_errcode(errcode),
             ApiKind::V2 => v2::classify_errcode(errcode),
+            ApiKind::Xpay => xpay::classify_errcode(errcode),
         }
     }
 
@@ -76,6 +87,25 @@ impl ApiKind {
         match self {
             ApiKind::V1 => v1::breaker_message(category, errcode, threshold, sandbox),
             ApiKind::V2 => v2::breaker_message(errcode, threshold, sandbox),
+            ApiKind::Xpay => xpay::breaker_message(errcode, threshold, sandbox),
+        }
+    }
+
+    /// What an answer to [`Action::CheckKey`]'s request says: `true` when
+    /// the AppKey itself was refused.
+    pub fn app_key_refused(self, reply: &Reply) -> bool {
+        match self {
+            ApiKind::Xpay => reply.errcode() == Some(xpay::SIGNATURE_WRONG),
+            ApiKind::V1 | ApiKind::V2 => false,
+        }
+    }
+
+    /// What the API's own ids are derived from besides the order: v2's
+    /// offer_id, the Mini Program's appid for xpay.
+    pub fn id_scope<'a>(self, appid: &'a str, offer_id: &'a str) -> &'a str {
+        match self {
+            ApiKind::Xpay => appid,
+            ApiKind::V1 | ApiKind::V2 => offer_id,
         }
     }
 }

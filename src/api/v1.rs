@@ -23,6 +23,7 @@ pub static INPUT: ApiInput = ApiInput {
     ],
     // The order is the key: a repeat answers 90015.
     key_names: ["bill_no", "bill_no"],
+    needs_user_ip: false,
     needs_session_key: false,
     own_id: None,
     other_api: Some(OtherApi { columns: &["amount", "cancel_bill_no"], what: "Virtual Payment 2.0", api: "v2" }),

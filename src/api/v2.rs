@@ -29,6 +29,7 @@ pub static INPUT: ApiInput = ApiInput {
     ],
     key_names: ["bill_no (the pay_bill_no)", "cancel_bill_no (the cancellation id)"],
     // `signature` is the session key's HMAC over the body.
+    needs_user_ip: false,
     needs_session_key: true,
     own_id: Some(cancellation_id),
     other_api: None,

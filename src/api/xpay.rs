@@ -4,12 +4,111 @@
 //! SPEC's field order), `pay_sig` over `URI&BODY`, `signature` over BODY, and
 //! the tool's own ids. Every vector of `tests/data/xpay.json` reproduces.
 //!
-//! Not yet wired into `run`: the API's input declaration, its errcode table,
-//! the refund's steps and the simulator's routes come next (issue 20).
+//! `--api xpay` (coin cancels) runs on this module: its input, errcode
+//! table and breaker words are here. `--api xpay-refund` (refund, then poll
+//! until settled) is not built yet: its bodies and ids are here already.
 
+use super::Action;
+use crate::category::Category;
+use crate::input::field::{ApiInput, Field, FieldSpec, Need};
+use crate::input::{check_openid, check_session_key, check_user_ip};
 use crate::sign::{hmac_hex, Hex64, HmacSha256};
 use hmac::Mac;
 use sha2::{Digest, Sha256};
+
+/// What `--api xpay` reads from an export, in the order its fields are
+/// checked. `user_ip` is required by the API: the row's, else `--user-ip`.
+pub static INPUT: ApiInput = ApiInput {
+    fields: &[
+        FieldSpec { field: Field::BillNo, need: Need::Required, check: Some(check_pay_order_id) },
+        FieldSpec { field: Field::Openid, need: Need::Required, check: Some(check_openid) },
+        FieldSpec { field: Field::UserIp, need: Need::Optional, check: Some(check_user_ip) },
+        FieldSpec { field: Field::SessionKey, need: Need::Optional, check: Some(check_session_key) },
+        FieldSpec { field: Field::CancelBillNo, need: Need::Optional, check: Some(check_cancel_order_id) },
+        FieldSpec { field: Field::Amount, need: Need::Required, check: Some(check_amount) },
+    ],
+    key_names: ["bill_no (the pay_order_id)", "cancel_bill_no (the cancel's order_id)"],
+    // `signature` is the session key's HMAC over the body.
+    needs_session_key: true,
+    needs_user_ip: true,
+    own_id: Some(cancel_id),
+    other_api: None,
+};
+
+/// The longest merchant order id taken (*unconfirmed*: WeChat documents
+/// 8-32 characters only for refund ids).
+const ORDER_ID_MAX: usize = 64;
+
+/// An xpay order id: 1-64 characters of `0-9 A-Z a-z _ -`.
+fn check_order_id(field: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if crate::input::field::looks_scientific(v) {
+        return Err(format!(
+            "{field} `{v}` is a number a spreadsheet rewrote in scientific notation, so the real id is lost; \
+             re-export with that column formatted as text"
+        ));
+    }
+    if let Some(c) = v.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(format!("{field} `{v}` contains `{c}`; virtual payment allows only 0-9 A-Z a-z _ -"));
+    }
+    if v.len() > ORDER_ID_MAX {
+        return Err(format!("{field} is {} characters long; at most {ORDER_ID_MAX} are allowed", v.len()));
+    }
+    Ok(())
+}
+
+fn check_pay_order_id(v: &str) -> Result<(), String> {
+    check_order_id("bill_no", v)
+}
+
+fn check_cancel_order_id(v: &str) -> Result<(), String> {
+    check_order_id("cancel_bill_no", v)
+}
+
+/// Coins: digits, at least 1 (v2's rule, with its messages).
+fn check_amount(v: &str) -> Result<(), String> {
+    super::v2::check_amount(v).map(drop)
+}
+
+/// 268490003: a signature was refused (`pay_sig` or `signature`: WeChat's
+/// answer does not say which).
+pub const SIGNATURE_WRONG: i64 = 268_490_003;
+
+/// The xpay errcode → category table (SPEC §1.6), for `cancel_currency_pay`.
+pub fn classify_errcode(errcode: i64) -> (Category, Action) {
+    use Category::*;
+    match errcode {
+        0 => (Cancelled, Action::Stop),
+        // The same cancel id again, or the deduction already cancelled.
+        268_490_004 | 268_490_005 => (AlreadyReturned, Action::Stop),
+        268_490_006 => (ParamError, Action::Stop),
+        268_490_001 | 268_490_002 => (ParamError, Action::Stop),
+        SIGNATURE_WRONG => (SigError, Action::CheckKey),
+        268_490_009 => (SessionExpired, Action::Stop),
+        268_490_015 => (RateLimited, Action::Retry { slow_down: true }),
+        -1 => (SystemBusy, Action::Retry { slow_down: true }),
+        40001 | 42001 | 40014 => (TokenError, Action::RefreshToken),
+        _ => (UnknownError, Action::Stop),
+    }
+}
+
+/// Why the breaker tripped, in words that say what to fix.
+pub fn breaker_message(errcode: Option<i64>, threshold: u32, sandbox: bool) -> String {
+    let code = errcode.map(|c| c.to_string()).unwrap_or_default();
+    format!(
+        "WeChat answered {code} (signature wrong) {threshold} times in a row, and a request signed by the AppKey \
+         alone was refused too: MIDAS_APP_KEY is not the virtual payment AppKey of the {} environment (MP \
+         console → virtual payment → basic settings: 现网AppKey / 沙箱AppKey){}",
+        if sandbox { "sandbox" } else { "production" },
+        if sandbox {
+            " (the production AppKey used with --sandbox?)"
+        } else {
+            " (the sandbox AppKey? then add --sandbox)"
+        }
+    )
+}
 
 pub const CANCEL_URI: &str = "/xpay/cancel_currency_pay";
 pub const QUERY_URI: &str = "/xpay/query_order";

@@ -15,7 +15,7 @@ pub fn command(args: &CheckArgs) -> anyhow::Result<Exit> {
         Some(p) => config::FileConfig::load(p)?,
         None => Default::default(),
     };
-    let cfg = InputConfig::resolve(&args.input, &args.input_args, &file, None, false)?;
+    let cfg = InputConfig::resolve(&args.input, &args.input_args, &file, (None, None), false)?;
     let (tally, ready) = run(&cfg, &mut std::io::stdout().lock())?;
     if tally.total() + ready == 0 {
         say!("{}", no_data_rows(&cfg.path));

@@ -28,10 +28,18 @@ pub struct Control {
     /// Until the first answer that is not a breaker answer, one request at a
     /// time: a wrong key then costs a few requests, not `concurrency` of them.
     pub(super) warm: AtomicBool,
+    /// What a key check ([`Action::CheckKey`]) found, once per run: the
+    /// AppKey is right (0), refused (1), or not checked yet (2).
+    pub(super) app_key: std::sync::atomic::AtomicU8,
     pub(super) canary: Mutex<()>,
     /// When the request now holding the canary took it.
     pub(super) canary_since: Mutex<Option<Instant>>,
 }
+
+/// [`Control::app_key`]'s states.
+pub(super) const KEY_RIGHT: u8 = 0;
+pub(super) const KEY_REFUSED: u8 = 1;
+pub(super) const KEY_UNCHECKED: u8 = 2;
 
 impl Default for Control {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for Control {
             reason: Mutex::new(None),
             consecutive: AtomicU32::new(0),
             warm: AtomicBool::new(false),
+            app_key: std::sync::atomic::AtomicU8::new(KEY_UNCHECKED),
             canary: Mutex::new(()),
             canary_since: Mutex::new(None),
         }

@@ -4,6 +4,9 @@
 //! is due next, parked or fresh.
 
 use super::*;
+use crate::input::OrderRef;
+use crate::secret::Secret;
+use control::{KEY_REFUSED, KEY_RIGHT};
 
 /// Longest single delay of each schedule.
 pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -121,6 +124,10 @@ impl Worker<'_> {
                 pace: pace_now,
             });
         }
+        let (action, outcome) = match action {
+            Action::CheckKey => self.check_key(&order, &token, outcome),
+            other => (other, outcome),
+        };
         // The canary is released only once the answer has been counted,
         // so a queued worker cannot slip a request past a tripping breaker.
         if action == Action::Breaker {
@@ -132,7 +139,7 @@ impl Worker<'_> {
         self.control.answer_ok();
         drop(canary);
         let due = match action {
-            Action::Stop | Action::Breaker => None,
+            Action::Stop | Action::Breaker | Action::CheckKey => None,
             Action::Retry { .. } => Some(Instant::now() + self.delay(category, job.attempts)),
             Action::RefreshToken => match self.tokens.rejected(&token) {
                 // Re-signed with the new token at once.
@@ -160,6 +167,51 @@ impl Worker<'_> {
                 Step::Done(outcome)
             }
             _ => Step::Done(outcome),
+        }
+    }
+
+    /// A signature was refused and the answer does not say whose: the
+    /// AppKey's (every row fails: the breaker) or the user's session key
+    /// (this row: fresh keys, `--resume`). A request signed by the AppKey
+    /// alone tells them apart, under the pace like any other; its finding
+    /// holds for the rest of the run.
+    fn check_key(&self, order: &OrderRef<'_>, token: &Secret, outcome: Outcome) -> (Action, Outcome) {
+        let key_refused = |outcome: Outcome| {
+            let errmsg = format!("{} (a request signed by the AppKey alone was refused too)", outcome.errmsg);
+            (Action::Breaker, Outcome { errmsg, ..outcome })
+        };
+        let session_key_refused = |outcome: Outcome| {
+            let errmsg = format!(
+                "{} (the AppKey is right, a request signed by it alone was answered: the user's session key is \
+                 stale or wrong)",
+                outcome.errmsg
+            );
+            (Action::Stop, Outcome { category: Category::SessionKeyError, errmsg, ..outcome })
+        };
+        match self.control.app_key.load(Ordering::Acquire) {
+            KEY_RIGHT => return session_key_refused(outcome),
+            KEY_REFUSED => return key_refused(outcome),
+            _ => {}
+        }
+        let Some((epoch, _)) = self.pacer.wait(self.control.stop_flag()) else {
+            return (Action::Stop, outcome);
+        };
+        let request = self.signing.key_check(order);
+        let reply = self.transport.cancel(request.uri, token.expose(), &request.query_tail, &request.body);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let api = self.signing.api();
+        if let Some(cut) = self.pacer.observe(epoch, signal(reply.classify(api).0, reply.classify(api).1)) {
+            self.log_pace(&cut);
+        }
+        if api.app_key_refused(&reply) {
+            self.control.app_key.store(KEY_REFUSED, Ordering::Release);
+            key_refused(outcome)
+        } else if reply.errcode().is_some() {
+            self.control.app_key.store(KEY_RIGHT, Ordering::Release);
+            session_key_refused(outcome)
+        } else {
+            // No answer to the check: the row is tried again, and so is the check.
+            (Action::Retry { slow_down: false }, outcome)
         }
     }
 

@@ -129,7 +129,7 @@ impl Classifier {
         }
         if self.needs_session_key && !facts.has_session_key {
             let m = format!(
-                "{}: no session key for openid `{}` (virtual payment 2.0 signs every request with it)",
+                "{}: no session key for openid `{}` (this API signs every request with the user's session key)",
                 self.place(line),
                 facts.openid
             );

@@ -72,6 +72,9 @@ pub struct ApiInput {
     /// Every request is signed with the user's session key: a row without
     /// one is not sent, whatever `--mp-sig` says.
     pub needs_session_key: bool,
+    /// Every request carries the user's IP: the row's `user_ip`, else the
+    /// run's (`--user-ip`); a row with neither is invalid.
+    pub needs_user_ip: bool,
     /// The operation's own id, when the API has one: derived from
     /// (offer_id or appid, bill_no, amount, tag) when the row gives none in
     /// `Field::CancelBillNo`; with that column present, duplicates are

@@ -212,7 +212,7 @@ pub enum Validated<'a> {
 
 /// Validates one row (pure; safe to run in parallel). Messages name the line
 /// and the field. The session key comes from the row, else from `keys`.
-pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> Validated<'a> {
+pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) -> Validated<'a> {
     let line = raw.line;
     let invalid = |bill_no, m: String| Validated::Invalid { bill_no, message: format!("{}: {m}", header.place(line)) };
     // A workbook cell the API cannot take: its message names the cell.
@@ -263,12 +263,18 @@ pub fn validate<'a>(header: &Header, raw: &'a RawRow, keys: &'a SessionKeys) -> 
             }
         }
     }
+    // An API that sends the user's IP: the row's, else the run's.
+    let user_ip = opt(Field::UserIp).or(rules.user_ip.as_deref().filter(|_| spec.needs_user_ip));
+    if spec.needs_user_ip && user_ip.is_none() {
+        let m = "user_ip is empty: this API needs the user's IP; add a user_ip column, or give --user-ip IP for rows \
+                 without one";
+        return invalid(key, m.to_string());
+    }
     // Checked above when the API reads it: digits only.
     let amount = (spec.need(Field::Amount) != Need::Unused).then(|| get(Field::Amount).parse().ok()).flatten();
     let cancel_id = spec.own_id.is_some().then(|| rules.cancel_id(cancel_cell, bill_no, get(Field::Amount)));
     let (openid, zone_id) = (get(Field::Openid), get(Field::ZoneId));
-    let (pf, user_ip, pay_item, session_key) =
-        (opt(Field::Pf), opt(Field::UserIp), opt(Field::PayItem), opt(Field::SessionKey));
+    let (pf, pay_item, session_key) = (opt(Field::Pf), opt(Field::PayItem), opt(Field::SessionKey));
     Validated::Valid(OrderRef {
         row: raw.row,
         bill_no,

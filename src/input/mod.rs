@@ -43,8 +43,12 @@ pub struct Rules {
     /// default: only the default gives way to "this looks like another API's
     /// export".
     pub api_named: bool,
+    /// What derived ids are made of besides the order: v2's offer_id,
+    /// xpay's appid.
     pub offer_id: String,
     pub cancel_tag: String,
+    /// `--user-ip`: the user's IP for rows without one (xpay).
+    pub user_ip: Option<String>,
 }
 
 impl Rules {

@@ -41,15 +41,16 @@ pub enum Layout {
 impl Layout {
     /// The layout of a run over an input with `header`.
     pub fn for_header(header: &Header, dry_run: bool) -> Layout {
-        use crate::api::ApiKind::{V1, V2};
         let inline = header.column(crate::input::Field::CancelBillNo).is_some();
-        match (header.rules().api, dry_run, inline) {
-            (V1, true, _) => Layout::DryRun,
-            (V1, false, _) => Layout::Live,
-            (V2, true, false) => Layout::DryRunV2,
-            (V2, false, false) => Layout::LiveV2,
-            (V2, true, true) => Layout::DryRunV2Inline,
-            (V2, false, true) => Layout::LiveV2Inline,
+        // An API with ids of its own (v2, xpay) writes them; its dry run the
+        // exact body and both signatures.
+        match (header.rules().api.input().own_id.is_some(), dry_run, inline) {
+            (false, true, _) => Layout::DryRun,
+            (false, false, _) => Layout::Live,
+            (true, true, false) => Layout::DryRunV2,
+            (true, false, false) => Layout::LiveV2,
+            (true, true, true) => Layout::DryRunV2Inline,
+            (true, false, true) => Layout::LiveV2Inline,
         }
     }
 

@@ -15,6 +15,7 @@ mod state;
 mod tokens;
 mod v1;
 mod v2;
+mod xpay;
 
 pub use self::faults::{picked, Faults, SessionPolicy};
 pub use self::server::Simulator;

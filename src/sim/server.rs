@@ -134,7 +134,8 @@ pub(super) async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let post = parts.method == hyper::Method::POST;
     let arrived = Instant::now();
-    let is_cancel = path == sign::PROD_URI || path == sign::SANDBOX_URI || path == api::v2::URI;
+    let is_cancel =
+        path == sign::PROD_URI || path == sign::SANDBOX_URI || path == api::v2::URI || path == api::xpay::CANCEL_URI;
     let (response, latency) = {
         let mut st = state.lock().expect("sim lock");
         if is_cancel {
@@ -150,6 +151,8 @@ pub(super) async fn handle(
             (true, sign::PROD_URI) => st.cancel(false, query, &body, arrived, started),
             (true, api::v2::URI) => st.cancel_v2(query, &body, arrived, started),
             (true, sign::SANDBOX_URI) => st.cancel(true, query, &body, arrived, started),
+            (true, api::xpay::CANCEL_URI) => st.cancel_xpay(query, &body, arrived, started),
+            (true, api::xpay::QUERY_URI) => st.query_xpay(query, &body, arrived),
             (true, "/cgi-bin/stable_token") => st.stable_token(&body),
             (_, "/cgi-bin/token") => {
                 st.stats.get_token_calls += 1;

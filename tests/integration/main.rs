@@ -21,3 +21,4 @@ mod vectors;
 mod vectors_v2;
 mod vectors_xpay;
 mod workbooks;
+mod xpay;

@@ -1,0 +1,142 @@
+//! The simulator's Mini Program virtual payment routes (SPEC §1.6):
+//! `/xpay/cancel_currency_pay` (coin deductions with what is left, cancels
+//! idempotent per their own order_id, both signatures answered with one
+//! errcode, 268490003, as WeChat does) and `/xpay/query_order` (signed by the
+//! AppKey alone: what the tool asks to tell a wrong AppKey from a stale
+//! session key).
+
+use super::{answer, json, query_param, LogEntry, OrderState, Response, SessionPolicy, State};
+use crate::api::xpay;
+use std::time::Instant;
+
+/// The fields of a cancel_currency_pay body, typed as §1.6 says.
+struct Cancel {
+    openid: String,
+    env: u64,
+    pay_order_id: String,
+    order_id: String,
+    amount: u64,
+}
+
+fn parse_cancel(bytes: &[u8]) -> Result<Cancel, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
+    let s = |k: &str| match v.get(k) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
+        Some(_) => Err(format!("{k} must be a string")),
+    };
+    let n = |k: &str| match v.get(k) {
+        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
+        Some(_) => Err(format!("{k} must be a number")),
+        None => Err(format!("{k} missing")),
+    };
+    s("user_ip")?;
+    let env = n("env")?;
+    if env > 1 {
+        return Err("env must be 0 or 1".into());
+    }
+    let amount = n("amount")?;
+    if amount == 0 {
+        return Err("amount must be at least 1".into());
+    }
+    Ok(Cancel { openid: s("openid")?, env, pay_order_id: s("pay_order_id")?, order_id: s("order_id")?, amount })
+}
+
+/// The frequency limit in xpay's words.
+fn xpay_limit(r: Response) -> Response {
+    match &r {
+        Response::Json(200, text) if text.contains("\"errcode\":45009") => answer(268_490_015, "frequency limit"),
+        _ => r,
+    }
+}
+
+impl State {
+    fn decide_xpay_cancel(&mut self, query: &str, body: &[u8], parsed: Result<Cancel, String>) -> Response {
+        let b = match parsed {
+            Ok(b) => b,
+            Err(why) => return answer(268_490_002, &format!("param error: {why}")),
+        };
+        let key = if b.env == 1 { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
+        let text = String::from_utf8_lossy(body);
+        if query_param(query, "pay_sig") != Some(xpay::pay_sig(key, xpay::CANCEL_URI, &text).as_str()) {
+            return answer(xpay::SIGNATURE_WRONG, "signature error");
+        }
+        // Checked when the user's session key is known; WeChat answers a
+        // wrong one with the same errcode as a wrong pay_sig.
+        match self.cfg.session_keys.get(&b.openid) {
+            None if self.cfg.sessions == SessionPolicy::Strict => return answer(268_490_009, "session key expired"),
+            None => {}
+            Some(k) if query_param(query, "signature") != Some(xpay::signature(k, &text).as_str()) => {
+                return answer(xpay::SIGNATURE_WRONG, "signature error")
+            }
+            Some(_) => {}
+        }
+        if self.cancellations.contains_key(&b.order_id) {
+            return self.deliver(&b.order_id, answer(268_490_004, "this operation already succeeded"));
+        }
+        let sandbox = b.env == 1;
+        let state = super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, &b.pay_order_id);
+        let reply = match state {
+            OrderState::Unknown => answer(268_490_002, "no such order"),
+            OrderState::Errcode(c) => answer(*c, "simulated error"),
+            OrderState::Cancelled => answer(268_490_005, "already cancelled"),
+            _ => {
+                let left = match state {
+                    OrderState::Remaining(n) => *n,
+                    OrderState::Confirmed => 0,
+                    _ => self.cfg.v2_remaining,
+                };
+                if b.amount > left {
+                    answer(268_490_006, &format!("amount {} above the {left} left", b.amount))
+                } else {
+                    *state =
+                        if left == b.amount { OrderState::Cancelled } else { OrderState::Remaining(left - b.amount) };
+                    self.cancellations.insert(b.order_id.clone(), b.amount);
+                    *self.stats.cancels.entry(b.order_id.clone()).or_default() += 1;
+                    answer(0, "ok")
+                }
+            }
+        };
+        self.deliver(&b.order_id, reply)
+    }
+
+    pub(super) fn cancel_xpay(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
+        let token = query_param(query, "access_token").unwrap_or("");
+        let parsed = parse_cancel(body);
+        let now = crate::clock::unix_now();
+        let seen = parsed.as_ref().ok().map(|b| (b.order_id.as_str(), now));
+        let sandbox = parsed.as_ref().is_ok_and(|b| b.env == 1);
+        let entry = LogEntry::arrived(arrived, started, sandbox, seen, true);
+        let response = match self.gate(token, arrived) {
+            Some(r) => xpay_limit(r),
+            None => self.decide_xpay_cancel(query, body, parsed),
+        };
+        self.log(entry.answered(&response));
+        response
+    }
+
+    /// `query_order`, signed by the AppKey alone: a paid or deducted order.
+    pub(super) fn query_xpay(&mut self, query: &str, body: &[u8], arrived: Instant) -> Response {
+        let token = query_param(query, "access_token").unwrap_or("");
+        if let Some(r) = self.gate(token, arrived) {
+            return xpay_limit(r);
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let env = v.get("env").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let key = if env == 1 { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
+        let text = String::from_utf8_lossy(body);
+        if query_param(query, "pay_sig") != Some(xpay::pay_sig(key, xpay::QUERY_URI, &text).as_str()) {
+            return answer(xpay::SIGNATURE_WRONG, "signature error");
+        }
+        let order_id = v.get("order_id").and_then(serde_json::Value::as_str).unwrap_or("");
+        let state = super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, env == 1, order_id);
+        match state {
+            OrderState::Unknown => answer(268_490_002, "no such order"),
+            _ => json(&serde_json::json!({
+                "errcode": 0,
+                "errmsg": "ok",
+                "order": { "order_id": order_id, "status": 2 },
+            })),
+        }
+    }
+}
