@@ -254,9 +254,17 @@ impl Input {
     /// zeros were there, so the operator is told to look).
     pub fn warnings(&self, header: &Header) -> Vec<String> {
         let Some(sheet) = &self.sheet else { return Vec::new() };
-        [Field::BillNo, Field::Openid, Field::ZoneId, Field::CancelBillNo]
+        // Only what the person sees is sent, and here that cannot be told.
+        let hidden = (!sheet.visibility_known).then(|| {
+            format!(
+                "warning: {}: which rows are hidden (filtered out, or hidden by hand) cannot be read from this format, \
+                 so hidden rows would be sent like the others: unhide every row first, or save the workbook as .xlsx",
+                sheet.format
+            )
+        });
+        hidden
             .into_iter()
-            .filter_map(|field| {
+            .chain([Field::BillNo, Field::Openid, Field::ZoneId, Field::CancelBillNo].into_iter().filter_map(|field| {
                 let n = sheet.numbers_in_column(header.column(field)?);
                 (n > 0).then(|| {
                     format!(
@@ -267,7 +275,7 @@ impl Input {
                         field.name()
                     )
                 })
-            })
+            }))
             .collect()
     }
 }

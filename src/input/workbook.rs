@@ -34,6 +34,8 @@ pub struct Sheet {
     formulas: calamine::Range<String>,
     /// Rows (absolute, 0-based) the person does not see (.xlsx, .ods).
     hidden: HashSet<u32>,
+    /// Whether hidden rows can be told at all (not in .xls and .xlsb).
+    pub visibility_known: bool,
     /// Cell styles (.xlsx only): a number shown through a format such as
     /// `00000` is not what the sheet shows. Read on first need (a number in
     /// an API column): reading them is another pass over the sheet.
@@ -106,6 +108,7 @@ impl Sheet {
             ));
         }
         let hidden = scan.hidden;
+        let visibility_known = matches!(book, calamine::Sheets::Xlsx(_) | calamine::Sheets::Ods(_));
         let cells = book.worksheet_range(&name).map_err(|e| format!("sheet `{name}` cannot be read ({e})"))?;
         // Not every format keeps formulas apart from their values: then none are known.
         let formulas = book.worksheet_formula(&name).unwrap_or_default();
@@ -114,7 +117,17 @@ impl Sheet {
             _ => None,
         };
         let others = names.into_iter().filter(|n| *n != name).collect();
-        Ok(Sheet { name, others, format, cells, formulas, hidden, styles: OnceLock::new(), xlsx: Mutex::new(xlsx) })
+        Ok(Sheet {
+            name,
+            others,
+            format,
+            cells,
+            formulas,
+            hidden,
+            visibility_known,
+            styles: OnceLock::new(),
+            xlsx: Mutex::new(xlsx),
+        })
     }
 
     /// Cells of column `col` (0-based within the used range) that hold a
