@@ -258,7 +258,7 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
     for f in spec.fields.iter().filter(|f| f.field != Field::BillNo) {
         let value = get(f.field);
         if f.need == Need::Required || !value.is_empty() {
-            if let Err(m) = spec.check(f.field, value) {
+            if let Some(Err(m)) = f.check.map(|check| check(value)) {
                 return invalid(key, m);
             }
         }
