@@ -89,16 +89,17 @@ pub fn xlsx_scan(bytes: &[u8], name: &str) -> Result<Scan, String> {
         match e.local_name().into_inner() {
             "row" => {
                 // `r` is 1-based; a row without one follows the previous.
-                row = attr(e, "r")?.and_then(|r| r.parse::<u32>().ok()).map_or(next_row, |r| r.saturating_sub(1));
+                row = raw_attr(e, "r").and_then(|r| r.parse::<u32>().ok()).map_or(next_row, |r| r.saturating_sub(1));
                 next_row = row + 1;
                 col = 0;
-                if attr(e, "hidden")?.is_some_and(|h| h == "1" || h == "true") {
+                if raw_attr(e, "hidden").is_some_and(|h| h == "1" || h == "true") {
                     scan.hidden.insert(row);
                 }
             }
             "c" => {
                 // A cell without `r` follows the previous one in its row.
-                let (r, c) = attr(e, "r")?.as_deref().and_then(cell_ref).unwrap_or((row, col));
+                let found = raw_attr(e, "r").and_then(|r| cell_ref(&r));
+                let (r, c) = found.unwrap_or((row, col));
                 scan.cover(r, c);
                 col = c + 1;
             }
@@ -220,6 +221,12 @@ fn each_event(
         f(&event)?;
         buf.clear();
     }
+}
+
+/// An attribute's text as written, by local name: for cell references and
+/// flags (never escaped), read on every cell, so without unescaping.
+fn raw_attr<'a>(e: &'a BytesStart<'_>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    e.attributes().flatten().find(|a| a.key.local_name().into_inner() == name).map(|a| a.value)
 }
 
 /// An attribute's unescaped value, by local name.
