@@ -3,7 +3,13 @@
 //! mixed encodings refused), and the private copy a live run reads, with its
 //! SHA-256.
 
-use super::*;
+use super::records::{lock, LineStarts, LineTracking};
+use super::{Input, InputError};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// `--encoding`: the input's character encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]

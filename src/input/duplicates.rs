@@ -1,7 +1,13 @@
 //! In-order classification: the first row of a duplicate key wins (even an
 //! invalid one), and the session-key rule of the run.
 
-use super::*;
+use super::fields::{validate, Facts, Order, Validated};
+use super::header::Header;
+use super::place;
+use super::records::RawRow;
+use super::session_keys::{fingerprint, FingerprintBuild, MpSigMode, SessionKeys};
+use crate::category::Category;
+use std::sync::Arc;
 
 /// One remembered bill_no: 96 bits of its fingerprint and its first row, in 16
 /// bytes, so a million rows cost ~20-40 bytes each in the set. Equality and

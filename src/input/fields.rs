@@ -1,7 +1,14 @@
 //! One check per field, and the validated order a row becomes: every message
 //! names the line and the field, and never repeats a session key.
 
-use super::*;
+use super::field::{looks_scientific, Field, Need};
+use super::header::Header;
+use super::records::RawRow;
+use super::session_keys::SessionKeys;
+use super::FORMULA_TRIGGERS;
+use crate::secret::Secret;
+use std::borrow::Cow;
+use std::net::IpAddr;
 
 /// A validated order borrowing the row's (trimmed) cells.
 #[derive(Clone, Debug)]

@@ -2,7 +2,13 @@
 //! and spaces aside; `--column FIELD=HEADER` as given), and the field of each
 //! column.
 
-use super::*;
+use super::field::{Field, Need, NAMES};
+use super::fields::trim;
+use super::records::RawRow;
+use super::{place, InputError, Rules};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
 
 /// One `--column FIELD=HEADER` mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,19 +20,12 @@ pub mod workbook;
 pub use self::{decode::*, duplicates::*, field::*, fields::*, header::*, records::*, session_keys::*};
 
 use crate::api::ApiKind;
-use crate::category::Category;
-use crate::secret::Secret;
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What validation and duplicate detection need to know of the run: the API
 /// and, for v2's derived cancellation ids, the offer_id and `--cancel-tag`.
@@ -309,6 +302,8 @@ pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::category::Category;
+    use std::sync::Mutex;
 
     fn header(cols: &[&str]) -> Header {
         Header::resolve("t", &csv::StringRecord::from(cols.to_vec()), &[], &Rules::default()).unwrap()

@@ -2,7 +2,12 @@
 //! on (right for CRLF, bare CR, quoted newlines), workbook rows with their
 //! spreadsheet row numbers, blank ones skipped.
 
-use super::*;
+use super::decode::CountingReader;
+use super::header::{ColumnMapping, Header};
+use super::{workbook, Field, Input, InputError, Rules};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 impl Input {
     /// Starts a streaming pass over the records. `progress` counts raw bytes read.

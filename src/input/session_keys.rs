@@ -1,7 +1,11 @@
 //! Session keys from `--session-keys FILE` (read once), and `--mp-sig`'s rule
 //! for rows without one.
 
-use super::*;
+use super::fields::{check_session_key, trim};
+use super::header::{header_name, loose_name};
+use crate::secret::Secret;
+use std::collections::HashMap;
+use std::path::Path;
 
 /// `--mp-sig`: when to send `mp_sig` (SPEC §1.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
