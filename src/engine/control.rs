@@ -1,7 +1,9 @@
 //! Run-wide control: the stop flag and its reason, the circuit breaker, and
 //! the canary that keeps a wrong key to a few requests.
 
-use super::*;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Consecutive breaker answers (90011, 90017) that stop the run.
 pub(super) const BREAKER_THRESHOLD: u32 = 3;

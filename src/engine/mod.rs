@@ -17,30 +17,26 @@ pub mod queue;
 mod worker;
 mod writer;
 
-use self::control::*;
 pub use self::control::{Control, StopReason};
 use self::worker::*;
 pub use self::writer::Target;
 use self::writer::*;
 
-use crate::api::token::{TokenFailure, Tokens};
-use crate::api::{Action, Transport};
-use crate::attempt_log::{AttemptLog, Event};
+use crate::api::token::Tokens;
+use crate::api::Transport;
+use crate::attempt_log::AttemptLog;
 use crate::category::Category;
-use crate::clock::{unix_now, unix_now_f64};
-use crate::input::{Classifier, Input, InputConfig, Order, RawRow, Verdict};
+use crate::input::{Classifier, Input, InputConfig, Verdict};
 use crate::reporter::Reporter;
 use crate::request::Signing;
-use crate::results::journal::{Entry as JournalEntry, Journal};
-use crate::results::output::{Outcome, ResultsWriter};
+use crate::results::journal::Entry as JournalEntry;
+use crate::results::output::Outcome;
 use crate::results::tally::Tally;
 use crate::secret::Redactor;
-use anyhow::Context as _;
-use pace::{PaceChange, PaceReport, Pacer, Signal};
+use pace::{PaceReport, Pacer};
 use queue::RetryQueue;
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -3,10 +3,22 @@
 //! token) is parked in the time-ordered queue and the worker takes whatever
 //! is due next, parked or fresh.
 
-use super::*;
-use crate::input::OrderRef;
-use crate::secret::Secret;
-use control::{KEY_REFUSED, KEY_RIGHT};
+use super::control::{Control, StopReason, BREAKER_THRESHOLD, KEY_REFUSED, KEY_RIGHT};
+use super::pace::{PaceChange, Pacer, Signal};
+use super::queue::RetryQueue;
+use super::writer::Finished;
+use super::{SendSettings, Stats, NAP, PROCESSING_FACTOR};
+use crate::api::token::{TokenFailure, Tokens};
+use crate::api::{Action, Transport};
+use crate::attempt_log::{AttemptLog, Event};
+use crate::category::Category;
+use crate::clock::{unix_now, unix_now_f64};
+use crate::input::{Order, OrderRef, RawRow};
+use crate::request::Signing;
+use crate::results::output::Outcome;
+use crate::secret::{Redactor, Secret};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Longest single delay of each schedule.
 pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(30);

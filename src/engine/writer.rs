@@ -1,7 +1,16 @@
 //! The durable results writer: finished rows appended and synced in groups,
 //! each counted only once it is on disk; a resumed row's history carried on.
 
-use super::*;
+use super::control::Control;
+use super::NAP;
+use crate::input::RawRow;
+use crate::results::journal::Journal;
+use crate::results::output::{Outcome, ResultsWriter};
+use crate::results::tally::Tally;
+use anyhow::Context as _;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 /// One finished row on its way to the results file.
 pub(super) struct Finished {

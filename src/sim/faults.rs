@@ -1,7 +1,9 @@
 //! Injected faults: busy answers, 5xx, dropped and bogus replies, orders
 //! that stay processing, a session-key policy; all seeded, so reproducible.
 
-use super::*;
+use super::server::Response;
+use super::state::State;
+use std::time::Duration;
 
 /// Injected faults.
 #[derive(Clone, Debug, Default)]

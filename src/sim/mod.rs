@@ -22,18 +22,11 @@ pub use self::server::Simulator;
 use self::server::*;
 use self::state::*;
 pub use self::state::{load_orders, LogEntry, OrderState, SimStats};
-use self::tokens::*;
 
-use crate::api::{self, Answer, StableTokenAnswer, StableTokenRequest};
 use crate::input::SessionKeys;
-use crate::sign;
-use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
-use std::path::Path;
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct SimConfig {

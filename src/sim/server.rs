@@ -1,7 +1,16 @@
 //! The HTTP side: a hyper server on loopback, one task per connection,
 //! latency as an async sleep; the routes and their answers.
 
-use super::*;
+use super::state::{SimStats, State};
+use super::tokens::{far_future, Issued};
+use super::SimConfig;
+use crate::api::{self, Answer};
+use crate::sign;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The value of `name` in a query string.
 pub(super) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {

@@ -1,7 +1,16 @@
 //! The simulator's memory: order states (production and sandbox apart),
 //! what it has seen (the log and its statistics), the state behind the lock.
 
-use super::*;
+use super::server::Response;
+use super::tokens::Issued;
+use super::SimConfig;
+use crate::api::Answer;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
 
 /// The state of one order on the simulated Midas side.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,10 @@
 //! while valid, renewed in its last stretch, forced at most as allowed) and
 //! the gate every cancel passes (the token, the frequency limit).
 
-use super::*;
+use super::server::{answer, json, Response};
+use super::state::State;
+use crate::api::{StableTokenAnswer, StableTokenRequest};
+use std::time::{Duration, Instant};
 
 pub(super) struct Issued {
     pub(super) expires: Instant,
