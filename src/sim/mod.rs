@@ -28,6 +28,36 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A cancel body's JSON object, with typed readers of its fields as the
+/// routes check them (strings non-empty, numbers whole).
+struct JsonBody(serde_json::Value);
+
+impl JsonBody {
+    fn parse(bytes: &[u8]) -> Result<JsonBody, String> {
+        serde_json::from_slice(bytes).map(JsonBody).map_err(|_| "body is not JSON".to_string())
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.0.get(k).is_some()
+    }
+
+    fn str(&self, k: &str) -> Result<String, String> {
+        match self.0.get(k) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
+            Some(_) => Err(format!("{k} must be a string")),
+        }
+    }
+
+    fn num(&self, k: &str) -> Result<u64, String> {
+        match self.0.get(k) {
+            Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
+            Some(_) => Err(format!("{k} must be a number")),
+            None => Err(format!("{k} missing")),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SimConfig {
     pub port: u16,

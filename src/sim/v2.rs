@@ -18,24 +18,15 @@ struct BodyV2 {
 }
 
 fn parse_body_v2(bytes: &[u8]) -> Result<BodyV2, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
-    let s = |k: &str| match v.get(k) {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
-        Some(_) => Err(format!("{k} must be a string")),
-    };
-    let n = |k: &str| match v.get(k) {
-        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
-        Some(_) => Err(format!("{k} must be a number")),
-        None => Err(format!("{k} missing")),
-    };
+    let body = super::JsonBody::parse(bytes)?;
+    let (s, n) = (|k: &str| body.str(k), |k: &str| body.num(k));
     s("offer_id")?;
     s("zone_id")?;
-    if v.get("user_ip").is_some() {
+    if body.has("user_ip") {
         s("user_ip")?;
     }
     for k in ["appid", "pf", "pay_item", "sig", "mp_sig"] {
-        if v.get(k).is_some() {
+        if body.has(k) {
             return Err(format!("{k} is not a v2 field"));
         }
     }

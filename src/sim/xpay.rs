@@ -19,17 +19,8 @@ struct Cancel {
 }
 
 fn parse_cancel(bytes: &[u8]) -> Result<Cancel, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| "body is not JSON".to_string())?;
-    let s = |k: &str| match v.get(k) {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(serde_json::Value::String(_)) | None => Err(format!("{k} missing")),
-        Some(_) => Err(format!("{k} must be a string")),
-    };
-    let n = |k: &str| match v.get(k) {
-        Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(format!("{k} must be a whole number")),
-        Some(_) => Err(format!("{k} must be a number")),
-        None => Err(format!("{k} missing")),
-    };
+    let body = super::JsonBody::parse(bytes)?;
+    let (s, n) = (|k: &str| body.str(k), |k: &str| body.num(k));
     s("user_ip")?;
     let env = n("env")?;
     if env > 1 {
