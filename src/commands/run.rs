@@ -137,15 +137,11 @@ pub fn live(cfg: &RunConfig, reporter: &Reporter) -> anyhow::Result<Exit> {
     let journal = match (own_ids, cfg.resume) {
         (true, true) => Some(journal::Journal::open(&cfg.output)?),
         (true, false) => {
-            let path = journal::journal_path(&cfg.output);
-            // Never replaced: it records what an earlier run sent.
-            if std::fs::symlink_metadata(&path).is_ok() && !cfg.output.exists() {
-                anyhow::bail!(
-                    "{} exists: it records the cancellation ids an earlier run into {} sent, and is never \
-                     replaced. Choose another -o name (or move it away once that run is accounted for)",
-                    path.display(),
-                    cfg.output.display()
-                );
+            // Refused before anything is created or asked. (With the results
+            // file there too, creating it says "add --resume".)
+            let leftover = std::fs::symlink_metadata(journal::journal_path(&cfg.output)).is_ok();
+            if leftover && !cfg.output.exists() {
+                return Err(journal::taken(&cfg.output));
             }
             None
         }

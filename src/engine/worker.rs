@@ -212,7 +212,8 @@ impl Worker<'_> {
         let reply = self.transport.cancel(request.uri, token.expose(), &request.query_tail, &request.body);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let api = self.signing.api();
-        if let Some(cut) = self.pacer.observe(epoch, signal(reply.classify(api).0, reply.classify(api).1)) {
+        let (category, action) = reply.classify(api);
+        if let Some(cut) = self.pacer.observe(epoch, signal(category, action)) {
             self.log_pace(&cut);
         }
         if api.app_key_refused(&reply) {

@@ -28,6 +28,17 @@ pub fn journal_path(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Why the journal at `output`'s name is never replaced: it records what an
+/// earlier run into that name sent.
+pub fn taken(output: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} already exists: it records the cancellation ids an earlier run into {} sent, and is never replaced. \
+         Continue that run with --resume, or choose another -o name",
+        journal_path(output).display(),
+        output.display()
+    )
+}
+
 /// What is recorded for one row: the operation and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
@@ -68,12 +79,7 @@ impl Journal {
     pub fn create(output: &Path) -> anyhow::Result<Journal> {
         let path = journal_path(output);
         let mut file = crate::files::create_new(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
-                "{} already exists: it records the cancellation ids an earlier run into {} sent, and is never \
-                 replaced. Continue that run with --resume, or choose another -o name",
-                path.display(),
-                output.display()
-            ),
+            std::io::ErrorKind::AlreadyExists => taken(output),
             _ => anyhow::anyhow!("cannot create {}: {e}", path.display()),
         })?;
         let mut head = csv::Writer::from_writer(Vec::new());

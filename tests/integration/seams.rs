@@ -320,3 +320,19 @@ fn a_utf8_file_with_one_gbk_line_was_read_as_gb18030() {
     let out = w.cmd().args(["check", "gbk.csv"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
+
+#[test]
+fn a_fresh_run_would_have_replaced_an_earlier_runs_ids_journal() {
+    let w = Workdir::new();
+    w.write("in.csv", V2_ROWS);
+    let earlier = "row,bill_no,amount,cancel_tag,cancel_bill_no\n1,P1,60,,mcEARLIER\n";
+    w.write("out.csv.ids.csv", earlier);
+    let sim = lossy_v2_sim();
+    let out = w.live("in.csv", "out.csv", &sim).args(["--api", "v2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("out.csv.ids.csv already exists") && err.contains("never replaced"), "{err}");
+    assert!(sim.stats().log.is_empty(), "nothing was sent");
+    assert!(!w.path("out.csv").exists(), "no results file was created");
+    assert_eq!(std::fs::read_to_string(w.path("out.csv.ids.csv")).unwrap(), earlier, "the journal is untouched");
+}
