@@ -205,6 +205,29 @@ pub(super) struct State {
 }
 
 impl State {
+    /// A coin cancel (v2, xpay): takes `amount` off the deduction `pay_id`
+    /// (untouched, it holds `v2_remaining`; cancelled or confirmed, none)
+    /// and records the cancel under its own `id`; `Err` with what is left
+    /// when the amount is more. A balance taken to 0 is `Cancelled`.
+    pub(super) fn take_coins(&mut self, sandbox: bool, pay_id: &str, id: &str, amount: u64) -> Result<(), u64> {
+        let full = self.cfg.v2_remaining;
+        let state = order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, pay_id);
+        let left = match state {
+            OrderState::Remaining(n) => *n,
+            OrderState::Cancelled | OrderState::Confirmed => 0,
+            _ => full,
+        };
+        if amount > left {
+            return Err(left);
+        }
+        *state = if left == amount { OrderState::Cancelled } else { OrderState::Remaining(left - amount) };
+        self.cancellations.insert(id.to_string(), amount);
+        *self.stats.cancels.entry(id.to_string()).or_default() += 1;
+        Ok(())
+    }
+}
+
+impl State {
     pub(super) fn log(&mut self, entry: LogEntry) {
         if let Some(f) = self.log_file.as_mut() {
             let _ = writeln!(f, "{}", serde_json::to_string(&entry).expect("serialisable"));

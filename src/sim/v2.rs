@@ -82,27 +82,17 @@ impl State {
         if self.cancellations.contains_key(&b.bill_no) {
             return self.deliver(&b.bill_no, answer(90012, "this cancellation was already processed"));
         }
+        let sandbox = b.env == 1;
         let state =
-            super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, b.env == 1, &b.pay_bill_no);
+            super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, &b.pay_bill_no).clone();
         let reply = match state {
             OrderState::Unknown => answer(90000, "pay_bill_no not exist"),
-            OrderState::Errcode(c) => answer(*c, "simulated error"),
+            OrderState::Errcode(c) => answer(c, "simulated error"),
             OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
-            _ => {
-                let left = match state {
-                    OrderState::Remaining(n) => *n,
-                    OrderState::Cancelled | OrderState::Confirmed => 0,
-                    _ => self.cfg.v2_remaining,
-                };
-                if b.amount > left {
-                    answer(90018, &format!("invalid param: amount {} above the {left} left", b.amount))
-                } else {
-                    *state = OrderState::Remaining(left - b.amount);
-                    self.cancellations.insert(b.bill_no.clone(), b.amount);
-                    *self.stats.cancels.entry(b.bill_no.clone()).or_default() += 1;
-                    answer(0, "ok")
-                }
-            }
+            _ => match self.take_coins(sandbox, &b.pay_bill_no, &b.bill_no, b.amount) {
+                Ok(()) => answer(0, "ok"),
+                Err(left) => answer(90018, &format!("invalid param: amount {} above the {left} left", b.amount)),
+            },
         };
         self.deliver(&b.bill_no, reply)
     }

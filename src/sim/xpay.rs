@@ -66,27 +66,16 @@ impl State {
             return self.deliver(&b.order_id, answer(268_490_004, "this operation already succeeded"));
         }
         let sandbox = b.env == 1;
-        let state = super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, &b.pay_order_id);
+        let state =
+            super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, sandbox, &b.pay_order_id).clone();
         let reply = match state {
             OrderState::Unknown => answer(268_490_002, "no such order"),
-            OrderState::Errcode(c) => answer(*c, "simulated error"),
+            OrderState::Errcode(c) => answer(c, "simulated error"),
             OrderState::Cancelled => answer(268_490_005, "already cancelled"),
-            _ => {
-                let left = match state {
-                    OrderState::Remaining(n) => *n,
-                    OrderState::Confirmed => 0,
-                    _ => self.cfg.v2_remaining,
-                };
-                if b.amount > left {
-                    answer(268_490_006, &format!("amount {} above the {left} left", b.amount))
-                } else {
-                    *state =
-                        if left == b.amount { OrderState::Cancelled } else { OrderState::Remaining(left - b.amount) };
-                    self.cancellations.insert(b.order_id.clone(), b.amount);
-                    *self.stats.cancels.entry(b.order_id.clone()).or_default() += 1;
-                    answer(0, "ok")
-                }
-            }
+            _ => match self.take_coins(sandbox, &b.pay_order_id, &b.order_id, b.amount) {
+                Ok(()) => answer(0, "ok"),
+                Err(left) => answer(268_490_006, &format!("amount {} above the {left} left", b.amount)),
+            },
         };
         self.deliver(&b.order_id, reply)
     }
