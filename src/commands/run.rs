@@ -311,8 +311,7 @@ fn check_identity(cfg: &RunConfig, found: &resume::Resumed, journal: Option<&jou
             (&verdict, found.done.get(raw.row as usize - 1).copied().unwrap_or(false))
         {
             if let Some(id) = order.cancel_id.as_deref() {
-                let amount = order.amount.map(|a| a.to_string()).unwrap_or_default();
-                let entry = journal::Entry { row: raw.row, bill_no, amount: &amount, tag, id };
+                let entry = journal::Entry { row: raw.row, bill_no, amount: order.amount, tag, id };
                 if let Some(j) = journal {
                     problem = j.check(&entry)?.err();
                 }

@@ -189,11 +189,15 @@ pub fn run(
             let journaled = journal.is_some();
             let mut hand_over = |ready: &mut Vec<Job>| -> anyhow::Result<()> {
                 if let Some(journal) = journal.as_mut() {
-                    let amounts: Vec<String> =
-                        ready.iter().map(|j| j.order.amount.map(|a| a.to_string()).unwrap_or_default()).collect();
-                    journal.record(ready.iter().zip(&amounts).filter_map(|(j, amount)| {
+                    journal.record(ready.iter().filter_map(|j| {
                         let id = j.order.cancel_id.as_deref()?;
-                        Some(JournalEntry { row: j.raw.row, bill_no: &j.order.bill_no, amount, tag, id })
+                        Some(JournalEntry {
+                            row: j.raw.row,
+                            bill_no: &j.order.bill_no,
+                            amount: j.order.amount,
+                            tag,
+                            id,
+                        })
                     }))?;
                 }
                 for job in ready.drain(..) {

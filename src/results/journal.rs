@@ -44,8 +44,8 @@ pub fn taken(output: &Path) -> anyhow::Error {
 pub struct Entry<'a> {
     pub row: u64,
     pub bill_no: &'a str,
-    /// The amount as sent (empty for "all that is left").
-    pub amount: &'a str,
+    /// The amount as sent (`None`: all that is left).
+    pub amount: Option<u64>,
     pub tag: &'a str,
     pub id: &'a str,
 }
@@ -53,7 +53,9 @@ pub struct Entry<'a> {
 impl Entry<'_> {
     fn digest(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for part in [self.bill_no, self.amount, self.tag, self.id] {
+        let mut digits = itoa::Buffer::new();
+        let amount = self.amount.map_or("", |a| digits.format(a));
+        for part in [self.bill_no, amount, self.tag, self.id] {
             h.update(part.as_bytes());
             h.update(&[0]);
         }
@@ -132,7 +134,11 @@ impl Journal {
                 (5, Ok(r)) if r > 0 => r,
                 _ => bail!("{name} line {line} is damaged; move the file away, or repair that line"),
             };
-            let entry = Entry { row, bill_no: &rec[1], amount: &rec[2], tag: &rec[3], id: &rec[4] };
+            let amount = match &rec[2] {
+                "" => None,
+                a => Some(a.parse().map_err(|_| anyhow::anyhow!("{name} line {line} has a damaged amount"))?),
+            };
+            let entry = Entry { row, bill_no: &rec[1], amount, tag: &rec[3], id: &rec[4] };
             let i = row as usize - 1;
             if recorded.len() <= i {
                 recorded.resize(i + 1, (0, 0));
@@ -172,8 +178,9 @@ impl Journal {
         if bill_no != entry.bill_no {
             changed.push(format!("bill_no was `{bill_no}`, now `{}`", entry.bill_no));
         }
-        if amount != entry.amount {
-            changed.push(format!("amount was `{amount}`, now `{}`", entry.amount));
+        let now = entry.amount.map(|a| a.to_string()).unwrap_or_default();
+        if amount != now {
+            changed.push(format!("amount was `{amount}`, now `{now}`"));
         }
         if tag != entry.tag {
             changed.push(format!("--cancel-tag was `{tag}`, now `{}`", entry.tag));
@@ -207,7 +214,9 @@ impl Journal {
                 continue;
             }
             let at = self.len + w.get_ref().len() as u64;
-            w.write_record([itoa::Buffer::new().format(e.row), e.bill_no, e.amount, e.tag, e.id])?;
+            let mut digits = itoa::Buffer::new();
+            let amount = e.amount.map(|a| a.to_string()).unwrap_or_default();
+            w.write_record([digits.format(e.row), e.bill_no, &amount, e.tag, e.id])?;
             w.flush()?;
             added.push((e.row, e.digest(), at));
         }
@@ -247,8 +256,8 @@ impl NoFollow for std::fs::OpenOptions {
 mod tests {
     use super::*;
 
-    fn entry<'a>(row: u64, amount: &'a str, id: &'a str) -> Entry<'a> {
-        Entry { row, bill_no: "P1", amount, tag: "", id }
+    fn entry<'a>(row: u64, amount: &str, id: &'a str) -> Entry<'a> {
+        Entry { row, bill_no: "P1", amount: Some(amount.parse().unwrap()), tag: "", id }
     }
 
     #[test]
