@@ -30,12 +30,25 @@ pub enum Category {
     NetworkError,
     Skipped,
     Signed,
+    /// xpay-refund: WeChat's record says the refund completed (status 8).
+    Refunded,
+    /// xpay-refund: WeChat's record says the refund failed (status 7).
+    RefundFailed,
+    /// xpay-refund: the refund was started and had not settled when
+    /// `--settle-timeout` passed; `--resume` polls it, never refunds again.
+    RefundPending,
+    /// xpay-refund: the order cannot be refunded (not paid, closed, or
+    /// redeemed).
+    NotRefundable,
 }
 
 /// Every category, in the order summaries list them.
-pub const ALL: [Category; 21] = [
+pub const ALL: [Category; 25] = [
     Category::Cancelled,
+    Category::Refunded,
     Category::AlreadyReturned,
+    Category::RefundFailed,
+    Category::NotRefundable,
     Category::AlreadyConfirmed,
     Category::NotFound,
     Category::ParamError,
@@ -53,6 +66,7 @@ pub const ALL: [Category; 21] = [
     Category::UnknownError,
     Category::MissingSessionKey,
     Category::NetworkError,
+    Category::RefundPending,
     Category::Skipped,
     Category::Signed,
 ];
@@ -83,6 +97,10 @@ impl Category {
             NetworkError => "network_error",
             Skipped => "skipped",
             Signed => "signed",
+            Refunded => "refunded",
+            RefundFailed => "refund_failed",
+            RefundPending => "refund_pending",
+            NotRefundable => "not_refundable",
         }
     }
 
@@ -91,14 +109,24 @@ impl Category {
         use Category::*;
         matches!(
             self,
-            Cancelled | AlreadyReturned | AlreadyConfirmed | NotFound | ParamError | InvalidInput | Duplicate
+            Cancelled
+                | AlreadyReturned
+                | AlreadyConfirmed
+                | NotFound
+                | ParamError
+                | InvalidInput
+                | Duplicate
+                | Refunded
+                | RefundFailed
+                | NotRefundable
         )
     }
 
-    /// Rows whose coins are back with the user: the only "nothing to do" outcome
-    /// of a live run (exit status 0 needs every row to be one of these).
+    /// Rows whose coins (or cash) are back with the user: the only "nothing
+    /// to do" outcomes of a live run (exit status 0 needs every row to be
+    /// one of these).
     pub fn is_success(self) -> bool {
-        matches!(self, Category::Cancelled | Category::AlreadyReturned)
+        matches!(self, Category::Cancelled | Category::AlreadyReturned | Category::Refunded)
     }
 
     /// What the operator should do about rows in this category.
@@ -126,6 +154,10 @@ impl Category {
             NetworkError => "outcome unknown (no usable answer): `--resume` re-sends them safely; a repeat answers already_returned",
             Skipped => "never attempted (the run was stopped): `--resume` sends them",
             Signed => "dry run: signed, nothing sent",
+            Refunded => "done: WeChat's record says the refund completed (settled_at is its time)",
+            RefundFailed => "WeChat's record says the refund failed: find out why (MP console, the order), then refund again with a new --cancel-tag (a new refund id)",
+            RefundPending => "the refund was started and had not settled within --settle-timeout: `--resume` goes on polling it and never refunds it again",
+            NotRefundable => "WeChat will not refund this order (not paid, closed, or already redeemed): handle it by another channel",
         }
     }
 }
@@ -176,12 +208,15 @@ mod tests {
             finals,
             [
                 "cancelled",
+                "refunded",
                 "already_returned",
+                "refund_failed",
+                "not_refundable",
                 "already_confirmed",
                 "not_found",
                 "param_error",
                 "invalid_input",
-                "duplicate"
+                "duplicate",
             ]
         );
     }

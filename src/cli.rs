@@ -214,11 +214,19 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "TEXT", default_value = "", help_heading = "Faults")]
     pub echo: String,
 
+    /// xpay-refund: how long a refund stays in progress before it settles, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000, help_heading = "Refunds")]
+    pub refund_settle_ms: u64,
+
+    /// xpay-refund: share of refunds that fail (status 7) instead of completing.
+    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Refunds")]
+    pub refund_fail_rate: f64,
+
     /// Announce this expires_in from stable_token instead of the real lifetime (e.g. 0).
     #[arg(long, value_name = "SECS", help_heading = "Faults")]
     pub announce_lifetime: Option<u64>,
 
-    /// Append every cancel request as a JSON line (arrival, bill_no, ts lag, errcode) to FILE.
+    /// Append every API request as a JSON line (arrival, call, bill_no or id, ts lag, errcode) to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
@@ -248,7 +256,8 @@ Examples:
 pub struct InputArgs {
     /// Read FIELD from the column named HEADER (repeatable), e.g. bill_no=订单号.
     /// Fields: bill_no, openid, zone_id, session_key, user_ip, pay_item, pf (v1), amount and
-    /// cancel_bill_no (v2).
+    /// cancel_bill_no (v2, xpay), wx_order_id, refund_bill_no, refund_reason, req_from, biz_meta
+    /// (xpay-refund).
     #[arg(long = "column", value_name = "FIELD=HEADER", help_heading = "Input")]
     pub columns: Vec<ColumnMapping>,
 
@@ -269,19 +278,26 @@ pub struct InputArgs {
     #[arg(long, value_enum, help_heading = "Input")]
     pub mp_sig: Option<MpSigMode>,
 
-    /// Which cancel API: v1 = /cgi-bin/midas/cancelpay; v2 = Virtual Payment 2.0 /wxa/game/cancelpay
-    /// (games that enabled virtual payment after 2022-11-05) [default: v1].
+    /// Which API: v1 = /cgi-bin/midas/cancelpay; v2 = Virtual Payment 2.0 /wxa/game/cancelpay
+    /// (games that enabled virtual payment after 2022-11-05); xpay = Mini Program coin cancels;
+    /// xpay-refund = Mini Program cash refunds, polled until settled [default: v1].
     #[arg(long, value_enum, help_heading = "Input")]
     pub api: Option<crate::api::ApiKind>,
 
-    /// v2: mixed into derived cancellation ids; give one when the same deduction must be
-    /// cancelled again in a later incident [default: empty].
+    /// v2, xpay, xpay-refund: mixed into derived cancel and refund ids; give one when the same
+    /// order must be cancelled or refunded again in a later incident [default: empty].
     #[arg(long, value_name = "TAG", help_heading = "Input")]
     pub cancel_tag: Option<String>,
 
     /// --api xpay: the user's IP for rows without a user_ip cell (the API requires one).
     #[arg(long, value_name = "IP", help_heading = "Input")]
     pub user_ip: Option<std::net::IpAddr>,
+
+    /// --api xpay-refund: the refund_reason of rows without one: 0 none, 1 product problem,
+    /// 2 after-sale, 3 user request, 4 price, 5 other [default: 1].
+    #[arg(long, value_name = "N", help_heading = "Input", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::REFUND_REASON.parse(s))]
+    pub refund_reason: Option<u64>,
 
     /// TOML config file (appid, offer_id, pf, sandbox, rate, ...); flags win over it.
     #[arg(long, value_name = "FILE")]
@@ -378,6 +394,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", help_heading = "Sending", allow_negative_numbers = true,
           value_parser = |s: &str| limits::BACKOFF_MS.parse(s))]
     pub backoff_ms: Option<u64>,
+
+    /// --api xpay-refund: how long to poll a started refund before leaving it refund_pending
+    /// (`--resume` polls it again) (1-86400) [default: 600].
+    #[arg(long, value_name = "SECS", help_heading = "Sending", allow_negative_numbers = true,
+          value_parser = |s: &str| limits::SETTLE_TIMEOUT.parse(s))]
+    pub settle_timeout: Option<u64>,
+
+    /// First poll of a started refund, in milliseconds; then doubling to 12 times it (rehearsals
+    /// and tests: WeChat's refunds are polled at 5, 10, 20, 40, 60 s).
+    #[arg(long, value_name = "MS", hide = true, value_parser = |s: &str| limits::POLL_MS.parse(s))]
+    pub poll_ms: Option<u64>,
 
     /// Append one JSON line per request (and per pace change and token fetch) to FILE, for the post-mortem.
     #[arg(long, value_name = "FILE.jsonl", help_heading = "Sending")]

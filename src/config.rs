@@ -30,6 +30,9 @@ pub struct FileConfig {
     pub api: Option<ApiKind>,
     pub cancel_tag: Option<String>,
     pub user_ip: Option<std::net::IpAddr>,
+    pub refund_reason: Option<i64>,
+    pub settle_timeout: Option<i64>,
+    pub poll_ms: Option<i64>,
     pub base_url: Option<String>,
     // Signed and wide, so that `rate = -5` reaches the range check and its
     // message instead of a deserialiser's.
@@ -52,7 +55,7 @@ pub struct FileConfig {
 }
 
 /// The config file's keys (the fields of [`FileConfig`]).
-const KEYS: [&str; 22] = [
+const KEYS: [&str; 25] = [
     "appid",
     "offer_id",
     "pf",
@@ -63,6 +66,9 @@ const KEYS: [&str; 22] = [
     "api",
     "cancel_tag",
     "user_ip",
+    "refund_reason",
+    "settle_timeout",
+    "poll_ms",
     "base_url",
     "rate",
     "burst",
@@ -229,6 +235,9 @@ impl InputConfig {
                 offer_id: api.id_scope(appid.unwrap_or_default(), offer_id.unwrap_or_default()).to_string(),
                 user_ip: args.user_ip.or(file.user_ip).map(|ip| ip.to_string()),
                 cancel_tag: args.cancel_tag.clone().or(file.cancel_tag.clone()).unwrap_or_default(),
+                refund_reason: Some(
+                    number(args.refund_reason, file.refund_reason, 1, &limits::REFUND_REASON)?.to_string(),
+                ),
             },
         })
     }
@@ -317,6 +326,15 @@ fn send_settings(args: &RunArgs, file: &FileConfig) -> anyhow::Result<SendSettin
         max_attempts: number(args.max_attempts, file.max_attempts, 5, &limits::MAX_ATTEMPTS)? as u32,
         timeout: Duration::from_secs_f64(timeout),
         backoff: Duration::from_millis(number(args.backoff_ms, file.backoff_ms, 500, &limits::BACKOFF_MS)?),
+        polling: crate::api::xpay_refund::Polling {
+            first: Duration::from_millis(number(args.poll_ms, file.poll_ms, 5000, &limits::POLL_MS)?),
+            settle_timeout: Duration::from_secs(number(
+                args.settle_timeout,
+                file.settle_timeout,
+                600,
+                &limits::SETTLE_TIMEOUT,
+            )?),
+        },
     })
 }
 
@@ -367,8 +385,11 @@ impl RunConfig {
         let appid = args.appid.clone().or(file.appid.clone()).context(
             "no appid: pass --appid (or set appid in the --config file) to the Mini Game's appid, e.g. wx1234567",
         )?;
-        // The Mini Program API (xpay) has no offer_id.
-        let needs_offer_id = args.input_args.api.or(file.api) != Some(crate::api::ApiKind::Xpay);
+        // The Mini Program APIs (xpay, xpay-refund) have no offer_id.
+        let needs_offer_id = !matches!(
+            args.input_args.api.or(file.api),
+            Some(crate::api::ApiKind::Xpay | crate::api::ApiKind::XpayRefund)
+        );
         let offer_id = match args.offer_id.clone().or(file.offer_id.clone()) {
             Some(o) => o,
             None if !needs_offer_id => String::new(),

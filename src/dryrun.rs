@@ -116,8 +116,8 @@ fn sign_row(cfg: &RunConfig, signing: &Signing, v: Validated<'_>) -> Signed {
 fn duplicate_key<'a>(header: &'a Header, raw: &'a RawRow, v: &'a Verdict) -> &'a str {
     match (&v.cancel_bill_no, header.keyed_by_cancel_id()) {
         (Some(id), true) => id,
-        (None, true) => header.cell(raw, Field::CancelBillNo),
-        (_, false) => header.cell(raw, Field::BillNo),
+        (None, true) => header.cell(raw, header.rules().api.input().id_field),
+        (_, false) => header.order_cell(raw),
     }
 }
 

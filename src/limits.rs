@@ -18,6 +18,9 @@ pub const BURST: Bounds = Bounds { flag: "--burst", min: 0, max: 10_000, unit: "
 pub const CONCURRENCY: Bounds = Bounds { flag: "--concurrency", min: 1, max: 512, unit: "requests in flight" };
 pub const MAX_ATTEMPTS: Bounds = Bounds { flag: "--max-attempts", min: 1, max: 100, unit: "tries per row" };
 pub const BACKOFF_MS: Bounds = Bounds { flag: "--backoff-ms", min: 0, max: 600_000, unit: "milliseconds" };
+pub const SETTLE_TIMEOUT: Bounds = Bounds { flag: "--settle-timeout", min: 1, max: 86_400, unit: "seconds" };
+pub const POLL_MS: Bounds = Bounds { flag: "--poll-ms", min: 10, max: 60_000, unit: "milliseconds" };
+pub const REFUND_REASON: Bounds = Bounds { flag: "--refund-reason", min: 0, max: 5, unit: "(WeChat's reasons)" };
 /// `--timeout` is in seconds and may have a fraction: (0, 600].
 pub const TIMEOUT_MAX_SECS: f64 = 600.0;
 

@@ -2,6 +2,7 @@
 //! into what a live run sends or a dry run writes, for either API. The
 //! engine and the dry run ask; neither knows how an API builds or signs.
 
+use crate::api::xpay_refund::Steps;
 use crate::api::{cancel_body, v2, xpay, ApiKind};
 use crate::category::Category;
 use crate::input::{MpSigMode, OrderRef, Rules};
@@ -114,17 +115,32 @@ impl Signing {
     /// signed by the AppKey alone.
     pub fn key_check(&self, order: &OrderRef<'_>) -> SignedRequest {
         let body = xpay::query_order_body(order.openid, self.env(), xpay::OrderKey::OrderId(order.bill_no));
-        let pay_sig = xpay::pay_sig(self.app_key.expose(), xpay::QUERY_URI, &body);
+        self.pay_signed(xpay::QUERY_URI, body)
+    }
+
+    /// A request signed by the AppKey alone (`pay_sig` over `URI&BODY`).
+    fn pay_signed(&self, uri: &'static str, body: String) -> SignedRequest {
+        let pay_sig = xpay::pay_sig(self.app_key.expose(), uri, &body);
         SignedRequest {
-            uri: xpay::QUERY_URI,
+            uri,
             query_tail: format!("&pay_sig={}", pay_sig.as_str()),
             body: body.into_bytes(),
             without_session_key: false,
         }
     }
 
-    /// The request for `order` at `ts`, signed with `token`.
-    pub fn live(&self, order: &OrderRef<'_>, token: &Secret, ts: u64) -> SignedRequest {
+    /// `--refund-reason`: the reason of refund rows without one.
+    fn refund_reason(&self) -> &str {
+        self.rules.refund_reason.as_deref().unwrap_or("1")
+    }
+
+    /// The request for `order` at `ts`, signed with `token`; a row of
+    /// several steps (xpay-refund) sends the one `steps` is at.
+    pub fn live(&self, order: &OrderRef<'_>, steps: Option<&Steps>, token: &Secret, ts: u64) -> SignedRequest {
+        if let Some(steps) = steps {
+            let (uri, body) = steps.request(order, self.env(), self.refund_reason());
+            return self.pay_signed(uri, body);
+        }
         match self.rules.api {
             ApiKind::V1 => {
                 let params = self.request.params(order, ts);
@@ -147,6 +163,7 @@ impl Signing {
                     without_session_key: false,
                 }
             }
+            ApiKind::XpayRefund => unreachable!("a refund row is sent by its steps"),
             ApiKind::Xpay => {
                 // Without a session key the row is never sent (missing_session_key).
                 let (body, pay_sig, signature) = self.xpay_signed(order, order.session_key.unwrap_or_default());
@@ -170,6 +187,19 @@ impl Signing {
                 let params = self.request.params(&order, ts);
                 let s = self.signer.sign(&params, self.mp_sig.inputs(access_token, order.session_key));
                 DrySigned { category: Category::Signed, ts: Some(ts), sig: Some(s.sig), mp_sig: s.mp_sig, v2: None }
+            }
+            ApiKind::XpayRefund => {
+                // Steps 1 and 2; the refund needs WeChat's left_fee.
+                let mut v2 = DryV2::default();
+                let find = Steps::new();
+                let (uri, body) = find.request(&order, self.env(), self.refund_reason());
+                let pay_sig = xpay::pay_sig(self.app_key.expose(), uri, &body);
+                (v2.body, v2.pay_sig) = (body, Some(pay_sig));
+                let (uri, body) = Steps::paid_order_query(&order, self.env());
+                v2.order_pay_sig = Some(xpay::pay_sig(self.app_key.expose(), uri, &body));
+                v2.order_body = body;
+                v2.cancel_bill_no = order.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
+                DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) }
             }
             ApiKind::V2 | ApiKind::Xpay => {
                 let mut v2 = DryV2::default();

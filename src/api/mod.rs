@@ -6,6 +6,7 @@ pub mod token;
 pub mod v1;
 pub mod v2;
 pub mod xpay;
+pub mod xpay_refund;
 
 use crate::category::Category;
 use crate::input::field::ApiInput;
@@ -46,6 +47,10 @@ pub enum ApiKind {
     // SPEC §1.6.
     /// Mini Program virtual payment: cancel coin deductions, `/xpay/cancel_currency_pay`
     Xpay,
+    // SPEC §1.6.
+    /// Mini Program virtual payment: refund paid orders in cash, `/xpay/refund_order`, and poll until settled
+    #[serde(rename = "xpay-refund")]
+    XpayRefund,
 }
 
 impl ApiKind {
@@ -54,6 +59,7 @@ impl ApiKind {
             ApiKind::V1 => "v1",
             ApiKind::V2 => "v2",
             ApiKind::Xpay => "xpay",
+            ApiKind::XpayRefund => "xpay-refund",
         }
     }
 
@@ -63,6 +69,16 @@ impl ApiKind {
         self != ApiKind::V1
     }
 
+    /// Whether a row takes several steps (xpay-refund: query, refund, poll).
+    pub fn has_steps(self) -> bool {
+        self == ApiKind::XpayRefund
+    }
+
+    /// A fresh row's steps, for an API whose rows take several.
+    pub fn steps(self) -> Option<xpay_refund::Steps> {
+        self.has_steps().then(xpay_refund::Steps::new)
+    }
+
     /// What this API reads from an input, declared by its module: the
     /// fields, their checks, the duplicate key, its own ids.
     pub fn input(self) -> &'static ApiInput {
@@ -70,6 +86,7 @@ impl ApiKind {
             ApiKind::V1 => &v1::INPUT,
             ApiKind::V2 => &v2::INPUT,
             ApiKind::Xpay => &xpay::INPUT,
+            ApiKind::XpayRefund => &xpay_refund::INPUT,
         }
     }
 
@@ -79,6 +96,7 @@ impl ApiKind {
             ApiKind::V1 => v1::classify_errcode(errcode),
             ApiKind::V2 => v2::classify_errcode(errcode),
             ApiKind::Xpay => xpay::classify_errcode(errcode),
+            ApiKind::XpayRefund => xpay_refund::classify_errcode(errcode),
         }
     }
 
@@ -87,7 +105,7 @@ impl ApiKind {
         match self {
             ApiKind::V1 => v1::breaker_message(category, errcode, threshold, sandbox),
             ApiKind::V2 => v2::breaker_message(errcode, threshold, sandbox),
-            ApiKind::Xpay => xpay::breaker_message(errcode, threshold, sandbox),
+            ApiKind::Xpay | ApiKind::XpayRefund => xpay::breaker_message(errcode, threshold, sandbox),
         }
     }
 
@@ -96,7 +114,7 @@ impl ApiKind {
     pub fn app_key_refused(self, reply: &Reply) -> bool {
         match self {
             ApiKind::Xpay => reply.errcode() == Some(xpay::SIGNATURE_WRONG),
-            ApiKind::V1 | ApiKind::V2 => false,
+            ApiKind::V1 | ApiKind::V2 | ApiKind::XpayRefund => false,
         }
     }
 
@@ -104,7 +122,7 @@ impl ApiKind {
     /// offer_id, the Mini Program's appid for xpay.
     pub fn id_scope<'a>(self, appid: &'a str, offer_id: &'a str) -> &'a str {
         match self {
-            ApiKind::Xpay => appid,
+            ApiKind::Xpay | ApiKind::XpayRefund => appid,
             ApiKind::V1 | ApiKind::V2 => offer_id,
         }
     }
@@ -113,8 +131,15 @@ impl ApiKind {
 /// What came back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// A JSON answer with an integer errcode, and the (2xx) HTTP status it came with.
-    Answer { status: u16, errcode: i64, errmsg: String },
+    /// A JSON answer with an integer errcode, and the (2xx) HTTP status it
+    /// came with; `detail` keeps the rest of a successful answer (a queried
+    /// order's record), for the APIs whose rows take several steps.
+    Answer {
+        status: u16,
+        errcode: i64,
+        errmsg: String,
+        detail: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    },
     /// An HTTP status other than 2xx (3xx, 429, 5xx, ...) without a usable answer.
     Status(u16),
     /// No usable answer: timeout, reset, refused, unparsable body, no errcode.
@@ -171,7 +196,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> Reply {
     if !(200..300).contains(&status) {
         return Reply::Status(status);
     }
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
         return Reply::Failed("unparsable answer".into());
     };
     let Some(errcode) = map.get("errcode").and_then(Value::as_i64) else {
@@ -182,7 +207,12 @@ pub fn read_answer(status: u16, body: &[u8]) -> Reply {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };
-    Reply::Answer { status, errcode, errmsg }
+    let detail = (errcode == 0).then(|| {
+        map.remove("errcode");
+        map.remove("errmsg");
+        Box::new(map)
+    });
+    Reply::Answer { status, errcode, errmsg, detail }
 }
 
 /// The JSON answer of cancelpay as the simulator writes it.
@@ -382,7 +412,12 @@ mod tests {
     /// its kin were read as errcode 0.
     #[test]
     fn only_an_integer_errcode_is_an_answer() {
-        let ok = |code: i64, msg: &str| Reply::Answer { status: 200, errcode: code, errmsg: msg.into() };
+        let ok = |code: i64, msg: &str| Reply::Answer {
+            status: 200,
+            errcode: code,
+            errmsg: msg.into(),
+            detail: (code == 0).then(Default::default),
+        };
         let table: &[(u16, &str, Option<Reply>)] = &[
             (200, r#"{"errcode":0,"errmsg":"ok"}"#, Some(ok(0, "ok"))),
             (200, r#"{"errcode":90015}"#, Some(ok(90015, ""))),

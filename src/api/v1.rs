@@ -27,6 +27,8 @@ pub static INPUT: ApiInput = ApiInput {
     needs_session_key: false,
     own_id: None,
     other_api: Some(OtherApi { columns: &["amount", "cancel_bill_no"], what: "Virtual Payment 2.0", api: "v2" }),
+    id_field: Field::CancelBillNo,
+    alt_order: None,
 };
 
 /// The category and next action for a WeChat errcode: the one copy of the

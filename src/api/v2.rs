@@ -33,6 +33,8 @@ pub static INPUT: ApiInput = ApiInput {
     needs_session_key: true,
     own_id: Some(cancellation_id),
     other_api: None,
+    id_field: Field::CancelBillNo,
+    alt_order: None,
 };
 
 fn check_pay_bill_no(v: &str) -> Result<(), String> {

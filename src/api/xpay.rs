@@ -33,6 +33,8 @@ pub static INPUT: ApiInput = ApiInput {
     needs_user_ip: true,
     own_id: Some(cancel_id),
     other_api: None,
+    id_field: Field::CancelBillNo,
+    alt_order: None,
 };
 
 /// The longest merchant order id taken (*unconfirmed*: WeChat documents
@@ -40,7 +42,7 @@ pub static INPUT: ApiInput = ApiInput {
 const ORDER_ID_MAX: usize = 64;
 
 /// An xpay order id: 1-64 characters of `0-9 A-Z a-z _ -`.
-fn check_order_id(field: &str, v: &str) -> Result<(), String> {
+pub(super) fn check_order_id(field: &str, v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err(format!("{field} is empty"));
     }

@@ -48,7 +48,8 @@ fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyh
         format!("\n  base URL  {} (not WeChat's default)", cfg.base_url)
     };
     reporter.notice(&format!(
-        "About to cancel orders in WeChat PRODUCTION ({} API):\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}{base}",
+        "About to {} in WeChat PRODUCTION ({} API):\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}{base}",
+        if cfg.input.rules.api.has_steps() { "refund paid orders in cash" } else { "cancel orders" },
         cfg.input.rules.api.name(),
         cfg.request.appid,
         cfg.request.offer_id,
@@ -299,7 +300,7 @@ fn check_identity(cfg: &RunConfig, found: &resume::Resumed, journal: Option<&jou
     for raw in rows.by_ref() {
         let raw = raw?;
         let verdict = classifier.classify(&header, &raw, &cfg.input.session_keys);
-        let bill_no = header.cell(&raw, input::Field::BillNo);
+        let bill_no = header.order_cell(&raw);
         let mut problem = None;
         if !found.same_order(raw.row, bill_no) {
             let was = resume::recorded_bill_no(&cfg.output, &header, raw.row).unwrap_or_default();

@@ -39,6 +39,7 @@ pub fn command(args: &SimulateArgs) -> anyhow::Result<Exit> {
         ("--bogus-rate", args.bogus_rate),
         ("--throttle-rate", args.throttle_rate),
         ("--processing-share", args.processing_share),
+        ("--refund-fail-rate", args.refund_fail_rate),
     ] {
         anyhow::ensure!((0.0..=1.0).contains(&p), "{name} must be between 0 and 1");
     }
@@ -56,6 +57,8 @@ pub fn command(args: &SimulateArgs) -> anyhow::Result<Exit> {
         drop_first: args.drop_first,
     };
     sc.echo = args.echo.clone();
+    sc.refund_settle = std::time::Duration::from_millis(args.refund_settle_ms);
+    sc.refund_fail_rate = args.refund_fail_rate;
     sc.announced_lifetime = args.announce_lifetime;
     sc.seed = args.seed;
     let sim = sim::Simulator::start(sc, args.log.as_deref())?;

@@ -51,6 +51,8 @@ pub struct SendSettings {
     /// First retry delay; doubles per attempt, with jitter. An order still
     /// processing (90016) waits [`PROCESSING_FACTOR`] times as long.
     pub backoff: Duration,
+    /// How refunds are polled until they settle (xpay-refund).
+    pub polling: crate::api::xpay_refund::Polling,
 }
 
 /// What a live run is given, beyond its input file and its results file.
@@ -127,6 +129,7 @@ pub fn run(
     let mut unfinished = std::mem::take(&mut target.unfinished);
     let mut journal = target.journal.take();
     let tag = cfg_input.rules.cancel_tag.as_str();
+    let api = cfg_input.rules.api;
     let mut classifier = Classifier::for_run(cfg_input.mp_sig, &header);
     reporter.start_progress(total, false);
 
@@ -155,14 +158,15 @@ pub fn run(
         let on_commit = move |t: &Tally| {
             // Skipped rows (a stop) are not "attention": --resume sends them.
             let skipped = t.get(Category::Skipped);
-            let attention = t.total() - t.get(Category::Cancelled) - t.get(Category::AlreadyReturned) - skipped;
+            let done = t.get(Category::Cancelled) + t.get(Category::Refunded);
+            let attention = t.total() - done - t.get(Category::AlreadyReturned) - skipped;
             let pace = pacer_ref.current_rate();
             let slowed =
                 if pace < f64::from(send.rate.get()) { format!(" · pace {pace:.0}/s") } else { String::new() };
             let skipped = if skipped > 0 { format!(" · skipped {skipped}") } else { String::new() };
             let status = format!(
-                "cancelled {} · already returned {} · needs attention {} · waiting to retry {}{skipped}{slowed}",
-                t.get(Category::Cancelled),
+                "{} {done} · already returned {} · needs attention {} · waiting {}{skipped}{slowed}",
+                if api.has_steps() { "refunded" } else { "cancelled" },
                 t.get(Category::AlreadyReturned),
                 attention,
                 pool_ref.queue.len(),
@@ -218,7 +222,7 @@ pub fn run(
                 }
                 let finished = match verdict {
                     Verdict::Ready(order) if !control.stopped() => {
-                        ready.push(Job::new(raw, order));
+                        ready.push(Job::new(raw, order, api.steps()));
                         // Without a journal there is nothing to wait for.
                         if ready.len() >= JOURNAL_GROUP || !journaled {
                             hand_over(&mut ready)?;

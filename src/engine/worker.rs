@@ -9,6 +9,7 @@ use super::queue::RetryQueue;
 use super::writer::Finished;
 use super::{SendSettings, Stats, NAP, PROCESSING_FACTOR};
 use crate::api::token::{TokenFailure, Tokens};
+use crate::api::xpay_refund::{Steps, Turn};
 use crate::api::{Action, Transport};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
@@ -37,16 +38,21 @@ pub(super) struct Job {
     /// The answer of the last attempt, kept while the row is parked: a run
     /// stopped meanwhile records it (not final, so `--resume` retries it).
     pub(super) last: Option<Outcome>,
+    /// A row of several steps (xpay-refund): where it stands.
+    pub(super) steps: Option<Steps>,
+    /// `attempts` when the current step began: `--max-attempts` counts
+    /// the tries of one step.
+    pub(super) step_start: u32,
 }
 
 impl Job {
-    pub(super) fn new(raw: RawRow, order: Order) -> Job {
-        Job { raw, order, attempts: 0, token_rejections: 0, last: None }
+    pub(super) fn new(raw: RawRow, order: Order, steps: Option<Steps>) -> Job {
+        Job { raw, order, attempts: 0, token_rejections: 0, last: None, steps, step_start: 0 }
     }
 
-    /// Attempts that count toward `--max-attempts`.
+    /// Attempts of this step that count toward `--max-attempts`.
     pub(super) fn counted_attempts(&self) -> u32 {
-        self.attempts - self.token_rejections.min(TOKEN_RETRIES)
+        self.attempts - self.step_start - self.token_rejections.min(TOKEN_RETRIES)
     }
 }
 
@@ -108,12 +114,24 @@ impl Worker<'_> {
         let ts = unix_now();
         let (sent_at, sent_unix, pace_now) = (Instant::now(), unix_now_f64(), self.pacer.current_rate());
         let order = job.order.as_ref();
-        let request = self.signing.live(&order, &token, ts);
+        let request = self.signing.live(&order, job.steps.as_ref(), &token, ts);
         let reply = self.transport.cancel(request.uri, token.expose(), &request.query_tail, &request.body);
         job.attempts += 1;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let api = self.signing.api();
-        let (category, action) = reply.classify(api);
+        // A row of several steps reads its answer itself; the rest by the table.
+        let turn = match job.steps.as_mut() {
+            Some(steps) => steps.read(&reply, &order, &self.send.polling),
+            None => {
+                let (category, action) = reply.classify(api);
+                Turn::Answer(category, action)
+            }
+        };
+        let (category, action, note) = match turn {
+            Turn::Answer(category, action) => (category, action, None),
+            Turn::Settle(category, note) => (category, Action::Stop, Some((note, None))),
+            Turn::Next { wait, meanwhile, note } => (meanwhile, Action::Stop, Some((note, Some(wait)))),
+        };
         if let Some(cut) = self.pacer.observe(epoch, signal(category, action)) {
             self.log_pace(&cut);
         }
@@ -121,7 +139,13 @@ impl Worker<'_> {
         if request.without_session_key && matches!(category, Category::SessionExpired | Category::MpSigError) {
             errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
         }
-        let outcome = Outcome { category, errcode: reply.errcode(), errmsg, attempts: job.attempts, ts: Some(ts) };
+        let next_step = note.as_ref().and_then(|(_, wait)| *wait);
+        if let Some((note, _)) = &note {
+            errmsg = if errmsg.is_empty() || errmsg == "ok" { note.clone() } else { format!("{note} ({errmsg})") };
+        }
+        let refund = job.steps.as_ref().map(|s| Box::new(s.facts.clone()));
+        let outcome =
+            Outcome { category, errcode: reply.errcode(), errmsg, attempts: job.attempts, ts: Some(ts), refund };
         if let Some(log) = self.log {
             log.write(&Event::Request {
                 sent: sent_unix,
@@ -150,9 +174,20 @@ impl Worker<'_> {
         }
         self.control.answer_ok();
         drop(canary);
+        if let Some(wait) = next_step {
+            // The row's next step: its tries start over, and it waits parked.
+            job.step_start = job.attempts;
+            job.token_rejections = 0;
+            if self.control.stopped() {
+                self.stats.cut_short.fetch_add(1, Ordering::Relaxed);
+                return Step::Done(outcome);
+            }
+            job.last = Some(outcome);
+            return Step::Park(Instant::now() + wait);
+        }
         let due = match action {
             Action::Stop | Action::Breaker | Action::CheckKey => None,
-            Action::Retry { .. } => Some(Instant::now() + self.delay(category, job.attempts)),
+            Action::Retry { .. } => Some(Instant::now() + self.delay(category, job.attempts - job.step_start)),
             Action::RefreshToken => match self.tokens.rejected(&token) {
                 // Re-signed with the new token at once.
                 Ok(()) => {
@@ -265,7 +300,10 @@ impl Pool<'_> {
     /// Hands a settled row to the writer. When the writer has failed the run
     /// is stopping (it raised the stop) and the row is left out: it was
     /// never recorded, so `--resume` sends it again.
-    pub(super) fn finish(&self, to_writer: &crossbeam_channel::Sender<Finished>, job: Job, outcome: Outcome) {
+    pub(super) fn finish(&self, to_writer: &crossbeam_channel::Sender<Finished>, job: Job, mut outcome: Outcome) {
+        if let Some(steps) = &job.steps {
+            steps.finish(&mut outcome);
+        }
         let _ = to_writer.send(Finished { raw: job.raw, cancel_id: job.order.cancel_id, valid: true, outcome });
         self.pending.fetch_sub(1, Ordering::SeqCst);
     }

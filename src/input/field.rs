@@ -18,6 +18,16 @@ pub enum Field {
     Amount,
     /// v2: the cancellation's own id (else derived, SPEC §1.5).
     CancelBillNo,
+    /// WeChat's id of the order: an alternative to bill_no (xpay-refund).
+    WxOrderId,
+    /// A refund's own id (else derived, SPEC §1.6).
+    RefundBillNo,
+    /// Why the money goes back (xpay-refund: `0`-`5`).
+    RefundReason,
+    /// Who asks (xpay-refund: `1`-`3`).
+    ReqFrom,
+    /// Free text that goes with a refund (xpay-refund).
+    BizMeta,
 }
 
 /// Whether an API reads a field from the input.
@@ -30,7 +40,7 @@ pub enum Need {
 }
 
 /// Every field with its column name (and name in `--column`).
-pub(super) const NAMES: [(Field, &str); 9] = [
+pub(super) const NAMES: [(Field, &str); FIELDS] = [
     (Field::BillNo, "bill_no"),
     (Field::Openid, "openid"),
     (Field::ZoneId, "zone_id"),
@@ -40,7 +50,15 @@ pub(super) const NAMES: [(Field, &str); 9] = [
     (Field::Pf, "pf"),
     (Field::Amount, "amount"),
     (Field::CancelBillNo, "cancel_bill_no"),
+    (Field::WxOrderId, "wx_order_id"),
+    (Field::RefundBillNo, "refund_bill_no"),
+    (Field::RefundReason, "refund_reason"),
+    (Field::ReqFrom, "req_from"),
+    (Field::BizMeta, "biz_meta"),
 ];
+
+/// How many fields there are.
+pub const FIELDS: usize = 14;
 
 /// A field's check: `Err` says what is wrong, naming the field.
 pub type Check = fn(&str) -> Result<(), String>;
@@ -77,9 +95,15 @@ pub struct ApiInput {
     pub needs_user_ip: bool,
     /// The operation's own id, when the API has one: derived from
     /// (offer_id or appid, bill_no, amount, tag) when the row gives none in
-    /// `Field::CancelBillNo`; with that column present, duplicates are
+    /// [`ApiInput::id_field`]; with that column present, duplicates are
     /// judged by the id.
     pub own_id: Option<DeriveId>,
+    /// The column that gives the operation's own id (`cancel_bill_no`,
+    /// `refund_bill_no`).
+    pub id_field: Field,
+    /// A field a row may give instead of bill_no, naming the same order
+    /// another way (WeChat's own id); one of the two per row.
+    pub alt_order: Option<Field>,
     /// Another API whose exports this API's default run must not take.
     pub other_api: Option<OtherApi>,
 }

@@ -27,6 +27,12 @@ pub struct OrderRef<'a> {
     pub amount: Option<u64>,
     /// v2: the cancellation id (the row's cancel_bill_no, else derived).
     pub cancel_id: Option<Cow<'a, str>>,
+    /// The bill_no is WeChat's id of the order (the row gave `wx_order_id`).
+    pub wx_order: bool,
+    /// A refund's terms (xpay-refund), as the row gives them.
+    pub refund_reason: Option<&'a str>,
+    pub req_from: Option<&'a str>,
+    pub biz_meta: Option<&'a str>,
 }
 
 /// A validated order that owns its values (for the live sender's queues).
@@ -42,6 +48,10 @@ pub struct Order {
     pub session_key: Option<Secret>,
     pub amount: Option<u64>,
     pub cancel_id: Option<String>,
+    pub wx_order: bool,
+    pub refund_reason: Option<String>,
+    pub req_from: Option<String>,
+    pub biz_meta: Option<String>,
 }
 
 impl Order {
@@ -57,6 +67,10 @@ impl Order {
             session_key: self.session_key.as_ref().map(Secret::expose),
             amount: self.amount,
             cancel_id: self.cancel_id.as_deref().map(Cow::Borrowed),
+            wx_order: self.wx_order,
+            refund_reason: self.refund_reason.as_deref(),
+            req_from: self.req_from.as_deref(),
+            biz_meta: self.biz_meta.as_deref(),
         }
     }
 }
@@ -75,6 +89,10 @@ impl OrderRef<'_> {
             session_key: self.session_key.map(Secret::new),
             amount: self.amount,
             cancel_id: self.cancel_id.as_deref().map(str::to_string),
+            wx_order: self.wx_order,
+            refund_reason: own(self.refund_reason),
+            req_from: own(self.req_from),
+            biz_meta: own(self.biz_meta),
         }
     }
 }
@@ -244,16 +262,28 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
     let rules = header.rules();
     // What this run's API declared: its fields, their checks, its own id.
     let spec = rules.api.input();
-    let bill_no = get(Field::BillNo);
-    if let Err(m) = spec.check(Field::BillNo, bill_no) {
+    // The order: its bill_no, or (an API that takes either) the other id.
+    let (order_field, bill_no) = match (get(Field::BillNo), spec.alt_order) {
+        ("", Some(alt)) => (alt, get(alt)),
+        (b, Some(alt)) if !get(alt).is_empty() => {
+            let m = format!(
+                "the row gives both {} `{b}` and {}: give one of the two, so the order is named once",
+                Field::BillNo.name(),
+                alt.name()
+            );
+            return invalid(None, m);
+        }
+        (b, _) => (Field::BillNo, b),
+    };
+    if let Err(m) = spec.check(order_field, bill_no) {
         // An unusable bill_no cell is read as empty: say why.
         return hazard(None).unwrap_or_else(|| invalid(None, m));
     }
-    let cancel_cell = opt(Field::CancelBillNo);
+    let cancel_cell = opt(spec.id_field);
     // With an own-id column, duplicates are judged by that id: a row whose
     // id is valid keeps it as its key even when invalid otherwise.
     let key = if header.keyed_by_cancel_id() {
-        cancel_cell.filter(|c| spec.check(Field::CancelBillNo, c).is_ok())
+        cancel_cell.filter(|c| spec.check(spec.id_field, c).is_ok())
     } else {
         Some(bill_no)
     };
@@ -262,8 +292,8 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
     }
     // Every other declared field in its declared order: a required one
     // always (empty is a problem), an optional one when given.
-    for f in spec.fields.iter().filter(|f| f.field != Field::BillNo) {
-        let value = get(f.field);
+    for f in spec.fields.iter().filter(|f| f.field != Field::BillNo && Some(f.field) != spec.alt_order) {
+        let value = if Header::verbatim(f.field) { header.raw_cell(raw, f.field) } else { get(f.field) };
         if f.need == Need::Required || !value.is_empty() {
             if let Some(Err(m)) = f.check.map(|check| check(value)) {
                 return invalid(key, m);
@@ -293,6 +323,10 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
         session_key: session_key.or_else(|| keys.get(openid)),
         amount,
         cancel_id,
+        wx_order: order_field != Field::BillNo,
+        refund_reason: opt(Field::RefundReason),
+        req_from: opt(Field::ReqFrom),
+        biz_meta: Some(header.raw_cell(raw, Field::BizMeta)).filter(|v| !v.is_empty()),
     })
 }
 

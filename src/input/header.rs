@@ -2,7 +2,7 @@
 //! and spaces aside; `--column FIELD=HEADER` as given), and the field of each
 //! column.
 
-use super::field::{Field, Need, NAMES};
+use super::field::{Field, Need, FIELDS, NAMES};
 use super::fields::trim;
 use super::records::RawRow;
 use super::{place, InputError, Rules};
@@ -40,7 +40,7 @@ impl FromStr for ColumnMapping {
 #[derive(Clone, Debug)]
 pub struct Header {
     names: Vec<String>,
-    index: [Option<usize>; 9],
+    index: [Option<usize>; FIELDS],
     rules: Arc<Rules>,
     /// The sheet's name, when the input is a workbook: messages then name
     /// spreadsheet rows, not lines.
@@ -79,7 +79,7 @@ impl Header {
                 api: other.api,
             });
         }
-        let mut index = [None; 9];
+        let mut index = [None; FIELDS];
         for (field, name) in NAMES {
             if spec.need(field) == Need::Unused {
                 if let Some(m) = mapping.iter().find(|m| m.field == field) {
@@ -141,11 +141,17 @@ impl Header {
                 }
             }
         }
-        let missing: Vec<&str> = NAMES
+        let mut missing: Vec<String> = NAMES
             .iter()
             .filter(|(f, _)| spec.need(*f) == Need::Required && index[*f as usize].is_none())
-            .map(|(_, n)| *n)
+            .map(|(_, n)| n.to_string())
             .collect();
+        // An order named either way: one of the two columns.
+        if let Some(alt) = spec.alt_order {
+            if index[Field::BillNo as usize].is_none() && index[alt as usize].is_none() {
+                missing.insert(0, format!("{} (or {})", Field::BillNo.name(), alt.name()));
+            }
+        }
         if !missing.is_empty() {
             return Err(InputError::MissingColumns {
                 path: path.to_string(),
@@ -171,7 +177,18 @@ impl Header {
     /// duplicates are judged by the id rather than by the order (SPEC §2
     /// Output).
     pub fn keyed_by_cancel_id(&self) -> bool {
-        self.rules.api.input().own_id.is_some() && self.column(Field::CancelBillNo).is_some()
+        let spec = self.rules.api.input();
+        spec.own_id.is_some() && self.column(spec.id_field).is_some()
+    }
+
+    /// The order a row names, as given: its bill_no, else (an API that
+    /// takes either) the other id's cell.
+    pub fn order_cell<'a>(&self, raw: &'a RawRow) -> &'a str {
+        let bill_no = self.cell(raw, Field::BillNo);
+        match self.rules.api.input().alt_order {
+            Some(alt) if bill_no.is_empty() => self.cell(raw, alt),
+            _ => bill_no,
+        }
     }
 
     /// How messages name the duplicate key.
@@ -186,10 +203,19 @@ impl Header {
         let spec = self.rules.api.input();
         spec.own_id?;
         let cell = |f| self.cell(raw, f);
-        let given = Some(cell(Field::CancelBillNo)).filter(|c| !c.is_empty());
-        let (bill_no, amount) = (cell(Field::BillNo), cell(Field::Amount));
-        // A derived id needs a valid bill_no and amount; a given one is as given.
-        let derivable = spec.check(Field::BillNo, bill_no).is_ok() && spec.check(Field::Amount, amount).is_ok();
+        let given = Some(cell(spec.id_field)).filter(|c| !c.is_empty());
+        let (bill_no, amount) = (self.order_cell(raw), cell(Field::Amount));
+        // A derived id needs a valid order and amount (an optional amount may
+        // be blank); a given one is as given.
+        let amount_ok = match spec.need(Field::Amount) {
+            Need::Optional if amount.is_empty() => true,
+            _ => spec.check(Field::Amount, amount).is_ok(),
+        };
+        let order_ok = match (cell(Field::BillNo), spec.alt_order) {
+            ("", Some(alt)) => !bill_no.is_empty() && spec.check(alt, bill_no).is_ok(),
+            (b, _) => spec.check(Field::BillNo, b).is_ok(),
+        };
+        let derivable = order_ok && amount_ok;
         (given.is_some() || derivable).then(|| self.rules.cancel_id(given, bill_no, amount).into_owned())
     }
 
@@ -207,6 +233,17 @@ impl Header {
     /// cell is missing.
     pub fn cell<'a>(&self, raw: &'a RawRow, field: Field) -> &'a str {
         self.column(field).and_then(|i| raw.record.get(i)).map_or("", trim)
+    }
+
+    /// The value of `field` in `raw` as it is, white space and all (free
+    /// text that is signed as given); empty when missing.
+    pub fn raw_cell<'a>(&self, raw: &'a RawRow, field: Field) -> &'a str {
+        self.column(field).and_then(|i| raw.record.get(i)).unwrap_or("")
+    }
+
+    /// Whether the value of `field` is taken as it is, not trimmed.
+    pub fn verbatim(field: Field) -> bool {
+        field == Field::BizMeta
     }
 
     /// Number of columns in the header row.

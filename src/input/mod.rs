@@ -42,6 +42,8 @@ pub struct Rules {
     pub cancel_tag: String,
     /// `--user-ip`: the user's IP for rows without one (xpay).
     pub user_ip: Option<String>,
+    /// `--refund-reason`: the reason of refund rows without one (xpay-refund).
+    pub refund_reason: Option<String>,
 }
 
 impl Rules {
@@ -257,18 +259,29 @@ impl Input {
         });
         hidden
             .into_iter()
-            .chain([Field::BillNo, Field::Openid, Field::ZoneId, Field::CancelBillNo].into_iter().filter_map(|field| {
-                let n = sheet.numbers_in_column(header.column(field)?);
-                (n > 0).then(|| {
-                    format!(
+            .chain(
+                [
+                    Field::BillNo,
+                    Field::Openid,
+                    Field::ZoneId,
+                    Field::CancelBillNo,
+                    Field::WxOrderId,
+                    Field::RefundBillNo,
+                ]
+                .into_iter()
+                .filter_map(|field| {
+                    let n = sheet.numbers_in_column(header.column(field)?);
+                    (n > 0).then(|| {
+                        format!(
                         "warning: {}: {n} cell(s) of {} are numbers, not text; ids with leading zeros (0012) have lost \
                          them (12) and would cancel the wrong orders: format the column as Text in the source and \
                          export again, unless these ids never start with 0",
                         sheet.name,
                         field.name()
                     )
-                })
-            }))
+                    })
+                }),
+            )
             .collect()
     }
 }

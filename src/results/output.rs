@@ -18,6 +18,51 @@ pub const DRY_V2_COLUMNS: [&str; 6] = ["ts", "cancel_bill_no", "body", "pay_sig"
 /// The same when the input has a cancel_bill_no column, which then holds
 /// the id (one `cancel_bill_no` column, not two).
 pub const DRY_V2_INLINE_COLUMNS: [&str; 5] = ["ts", "body", "pay_sig", "signature", "category"];
+/// A refund's results (`--api xpay-refund`): its id and what WeChat's record
+/// says, after `row`.
+pub const LIVE_REFUND_COLUMNS: [&str; 12] = [
+    "row",
+    "refund_bill_no",
+    "left_fee",
+    "refund_fee",
+    "wx_refund_id",
+    "refund_status",
+    "settled_at",
+    "category",
+    "errcode",
+    "errmsg",
+    "attempts",
+    "ts",
+];
+/// [`LIVE_REFUND_COLUMNS`] when the input has a refund_bill_no column,
+/// which then holds the id.
+pub const LIVE_REFUND_INLINE_COLUMNS: [&str; 11] = [
+    "row",
+    "left_fee",
+    "refund_fee",
+    "wx_refund_id",
+    "refund_status",
+    "settled_at",
+    "category",
+    "errcode",
+    "errmsg",
+    "attempts",
+    "ts",
+];
+/// A refund's dry run: its id, and the two queries that can be signed ahead
+/// (the refund itself needs WeChat's `left_fee`).
+pub const DRY_REFUND_COLUMNS: [&str; 7] = [
+    "ts",
+    "refund_bill_no",
+    "refund_query_body",
+    "refund_query_pay_sig",
+    "order_query_body",
+    "order_query_pay_sig",
+    "category",
+];
+/// [`DRY_REFUND_COLUMNS`] when the input has a refund_bill_no column.
+pub const DRY_REFUND_INLINE_COLUMNS: [&str; 6] =
+    ["ts", "refund_query_body", "refund_query_pay_sig", "order_query_body", "order_query_pay_sig", "category"];
 
 /// Which of the output layouts a file has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,15 +81,32 @@ pub enum Layout {
     /// [`Layout::LiveV2`] of an input with a cancel_bill_no column: the id
     /// is written in that column (the tail is v1's).
     LiveV2Inline,
+    /// input columns, then [`LIVE_REFUND_COLUMNS`].
+    LiveRefund,
+    /// `row`, input columns, then [`DRY_REFUND_COLUMNS`].
+    DryRunRefund,
+    /// The refund layouts of an input with a refund_bill_no column: the id
+    /// is written in that column.
+    LiveRefundInline,
+    DryRunRefundInline,
 }
 
 impl Layout {
     /// The layout of a run over an input with `header`.
     pub fn for_header(header: &Header, dry_run: bool) -> Layout {
-        let inline = header.column(crate::input::Field::CancelBillNo).is_some();
+        let spec = header.rules().api.input();
+        let inline = header.column(spec.id_field).is_some();
+        if spec.id_field == crate::input::Field::RefundBillNo {
+            return match (dry_run, inline) {
+                (true, false) => Layout::DryRunRefund,
+                (false, false) => Layout::LiveRefund,
+                (true, true) => Layout::DryRunRefundInline,
+                (false, true) => Layout::LiveRefundInline,
+            };
+        }
         // An API with ids of its own (v2, xpay) writes them; its dry run the
         // exact body and both signatures.
-        match (header.rules().api.input().own_id.is_some(), dry_run, inline) {
+        match (spec.own_id.is_some(), dry_run, inline) {
             (false, true, _) => Layout::DryRun,
             (false, false, _) => Layout::Live,
             (true, true, false) => Layout::DryRunV2,
@@ -56,7 +118,15 @@ impl Layout {
 
     /// Whether the id goes into the input's own cancel_bill_no column.
     fn id_inline(self) -> bool {
-        matches!(self, Layout::DryRunV2Inline | Layout::LiveV2Inline)
+        matches!(
+            self,
+            Layout::DryRunV2Inline | Layout::LiveV2Inline | Layout::DryRunRefundInline | Layout::LiveRefundInline
+        )
+    }
+
+    /// Whether lines carry a refund's facts.
+    pub fn refunds(self) -> bool {
+        matches!(self, Layout::LiveRefund | Layout::LiveRefundInline)
     }
 
     /// The columns after the input's.
@@ -68,21 +138,42 @@ impl Layout {
             Layout::LiveV2 => &LIVE_V2_COLUMNS,
             Layout::DryRunV2Inline => &DRY_V2_INLINE_COLUMNS,
             Layout::LiveV2Inline => &LIVE_COLUMNS,
+            Layout::LiveRefund => &LIVE_REFUND_COLUMNS,
+            Layout::DryRunRefund => &DRY_REFUND_COLUMNS,
+            Layout::LiveRefundInline => &LIVE_REFUND_INLINE_COLUMNS,
+            Layout::DryRunRefundInline => &DRY_REFUND_INLINE_COLUMNS,
         }
     }
 
     /// Whether `row` comes first (a dry run) rather than after the input.
     pub fn row_first(self) -> bool {
-        matches!(self, Layout::DryRun | Layout::DryRunV2 | Layout::DryRunV2Inline)
+        matches!(
+            self,
+            Layout::DryRun
+                | Layout::DryRunV2
+                | Layout::DryRunV2Inline
+                | Layout::DryRunRefund
+                | Layout::DryRunRefundInline
+        )
     }
 
     /// Where `row` and `category` are in a line `width` fields wide.
     pub fn row_and_category(self, width: usize) -> (usize, usize) {
         let first = width - self.tail().len();
+        let at = |name: &str| first + self.tail().iter().position(|c| *c == name).unwrap_or(0);
+        match self.row_first() {
+            true => (0, width - 1),
+            false => (at("row"), at("category")),
+        }
+    }
+
+    /// The name of the column that holds a row's own id in this layout.
+    pub fn id_column(self) -> &'static str {
         match self {
-            Layout::DryRun | Layout::DryRunV2 | Layout::DryRunV2Inline => (0, width - 1),
-            Layout::Live | Layout::LiveV2Inline => (first, first + 1),
-            Layout::LiveV2 => (first, first + 2),
+            Layout::LiveRefund | Layout::DryRunRefund | Layout::LiveRefundInline | Layout::DryRunRefundInline => {
+                "refund_bill_no"
+            }
+            _ => "cancel_bill_no",
         }
     }
 
@@ -95,14 +186,24 @@ impl Layout {
             at.and_then(|i| rec.get(i)).map(|b| unguard(&String::from_utf8_lossy(b)).to_string()).unwrap_or_default()
         };
         let category = cell("category").parse().unwrap_or(Category::UnknownError);
+        let refund = self.refunds().then(|| {
+            Box::new(RefundFacts {
+                left_fee: cell("left_fee").parse().ok(),
+                refund_fee: cell("refund_fee").parse().ok(),
+                wx_refund_id: Some(cell("wx_refund_id")).filter(|c| !c.is_empty()),
+                refund_status: cell("refund_status").parse().ok(),
+                settled_at: Some(cell("settled_at")).filter(|c| !c.is_empty()),
+            })
+        });
         let outcome = Outcome {
             category,
             errcode: cell("errcode").parse().ok(),
             errmsg: cell("errmsg"),
             attempts: cell("attempts").parse().unwrap_or(0),
             ts: cell("ts").parse().ok(),
+            refund,
         };
-        let id = Some(cell("cancel_bill_no")).filter(|c| !c.is_empty());
+        let id = Some(cell(self.id_column())).filter(|c| !c.is_empty());
         (outcome, id)
     }
 
@@ -115,9 +216,19 @@ impl Layout {
         // The longer v2 tails first: they end like nothing of v1's. (A v2
         // file whose input held the ids reads as v1's live layout: the same
         // tail, and the ids are among the input's columns.)
-        [Layout::LiveV2, Layout::Live, Layout::DryRunV2, Layout::DryRunV2Inline, Layout::DryRun]
-            .into_iter()
-            .find(|l| ends_with(l.tail()) && (!l.row_first() || row_first))
+        [
+            Layout::LiveRefund,
+            Layout::LiveRefundInline,
+            Layout::DryRunRefund,
+            Layout::DryRunRefundInline,
+            Layout::LiveV2,
+            Layout::Live,
+            Layout::DryRunV2,
+            Layout::DryRunV2Inline,
+            Layout::DryRun,
+        ]
+        .into_iter()
+        .find(|l| ends_with(l.tail()) && (!l.row_first() || row_first))
     }
 }
 
@@ -179,12 +290,42 @@ pub struct Outcome {
     pub attempts: u32,
     /// `ts` of the last attempt.
     pub ts: Option<u64>,
+    /// A refund's facts (`--api xpay-refund`).
+    pub refund: Option<Box<RefundFacts>>,
+}
+
+/// What a refund row learned of WeChat's records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefundFacts {
+    /// What was left of the paid order before the refund (fen).
+    pub left_fee: Option<u64>,
+    /// What was refunded (fen).
+    pub refund_fee: Option<u64>,
+    /// WeChat's id of the refund.
+    pub wx_refund_id: Option<String>,
+    /// The refund's last status seen.
+    pub refund_status: Option<i64>,
+    /// The refund record's `update_time` when it settled.
+    pub settled_at: Option<String>,
+}
+
+impl RefundFacts {
+    /// These facts, each filled from `earlier` where this run learned none.
+    fn or(self, earlier: &RefundFacts) -> RefundFacts {
+        RefundFacts {
+            left_fee: self.left_fee.or(earlier.left_fee),
+            refund_fee: self.refund_fee.or(earlier.refund_fee),
+            wx_refund_id: self.wx_refund_id.or_else(|| earlier.wx_refund_id.clone()),
+            refund_status: self.refund_status.or(earlier.refund_status),
+            settled_at: self.settled_at.or_else(|| earlier.settled_at.clone()),
+        }
+    }
 }
 
 impl Outcome {
     /// An outcome for a row that was never sent.
     pub fn unsent(category: Category, errmsg: impl Into<String>) -> Self {
-        Outcome { category, errcode: None, errmsg: errmsg.into(), attempts: 0, ts: None }
+        Outcome { category, errcode: None, errmsg: errmsg.into(), attempts: 0, ts: None, refund: None }
     }
 
     /// A row never attempted because the run was stopped.
@@ -204,12 +345,17 @@ impl Outcome {
             earlier.attempts,
             earlier.errmsg
         );
+        let refund = match (self.refund, &earlier.refund) {
+            (Some(now), Some(then)) => Some(Box::new(now.or(then))),
+            (now, then) => now.or_else(|| then.clone()),
+        };
         Outcome {
             attempts: self.attempts + earlier.attempts,
             ts: self.ts.or(earlier.ts),
             errmsg,
             category: self.category,
             errcode: self.errcode,
+            refund,
         }
     }
 }
@@ -233,6 +379,10 @@ pub struct DryV2 {
     pub body: String,
     pub pay_sig: Option<Hex64>,
     pub signature: Option<Hex64>,
+    /// A refund's dry run: the paid order's query (step 2) and its pay_sig;
+    /// `body`/`pay_sig` then hold the refund id's query (step 1).
+    pub order_body: String,
+    pub order_pay_sig: Option<Hex64>,
 }
 
 impl DrySigned {
@@ -270,7 +420,7 @@ impl<W: Write> ResultsWriter<W> {
     }
 
     fn with(csv: csv::Writer<W>, header: &Header, layout: Layout) -> Self {
-        let id_col = if layout.id_inline() { header.column(crate::input::Field::CancelBillNo) } else { None };
+        let id_col = if layout.id_inline() { header.column(header.rules().api.input().id_field) } else { None };
         ResultsWriter { csv, header: header.clone(), layout, id_col }
     }
 
@@ -286,7 +436,8 @@ impl<W: Write> ResultsWriter<W> {
                 Some(id) if self.id_col == Some(i) => id,
                 _ => cell,
             };
-            let cell = if valid && self.header.field_of(i).is_some() { crate::input::trim(cell) } else { cell };
+            let trimmed = self.header.field_of(i).is_some_and(|f| !Header::verbatim(f));
+            let cell = if valid && trimmed { crate::input::trim(cell) } else { cell };
             self.csv.write_field(guard(cell).as_ref())?;
         }
         Ok(())
@@ -301,7 +452,16 @@ impl<W: Write> ResultsWriter<W> {
         let v2 = signed.v2.as_deref().unwrap_or(&empty);
         self.write_input_cells(raw, valid, Some(&v2.cancel_bill_no))?;
         self.csv.write_field(signed.ts.map_or("", |t| num.format(t)))?;
-        if matches!(self.layout, Layout::DryRunV2 | Layout::DryRunV2Inline) {
+        if matches!(self.layout, Layout::DryRunRefund | Layout::DryRunRefundInline) {
+            // The id, then each query's JSON body and hex pay_sig.
+            if self.layout == Layout::DryRunRefund {
+                self.csv.write_field(guard(&v2.cancel_bill_no).as_ref())?;
+            }
+            self.csv.write_field(&v2.body)?;
+            self.csv.write_field(v2.pay_sig.as_ref().map_or("", Hex64::as_str))?;
+            self.csv.write_field(&v2.order_body)?;
+            self.csv.write_field(v2.order_pay_sig.as_ref().map_or("", Hex64::as_str))?;
+        } else if matches!(self.layout, Layout::DryRunV2 | Layout::DryRunV2Inline) {
             if self.layout == Layout::DryRunV2 {
                 self.csv.write_field(guard(&v2.cancel_bill_no).as_ref())?;
             }
@@ -330,8 +490,17 @@ impl<W: Write> ResultsWriter<W> {
         let mut num = itoa::Buffer::new();
         self.write_input_cells(raw, valid, cancel_bill_no)?;
         self.csv.write_field(num.format(raw.row))?;
-        if self.layout == Layout::LiveV2 {
+        if matches!(self.layout, Layout::LiveV2 | Layout::LiveRefund) {
             self.csv.write_field(guard(cancel_bill_no.unwrap_or("")).as_ref())?;
+        }
+        if self.layout.refunds() {
+            let facts = outcome.refund.as_deref().cloned().unwrap_or_default();
+            let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+            self.csv.write_field(n(facts.left_fee))?;
+            self.csv.write_field(n(facts.refund_fee))?;
+            self.csv.write_field(guard(facts.wx_refund_id.as_deref().unwrap_or("")).as_ref())?;
+            self.csv.write_field(facts.refund_status.map(|s| s.to_string()).unwrap_or_default())?;
+            self.csv.write_field(guard(facts.settled_at.as_deref().unwrap_or("")).as_ref())?;
         }
         self.csv.write_field(outcome.category.as_str())?;
         self.csv.write_field(outcome.errcode.map_or("", |c| num.format(c)))?;

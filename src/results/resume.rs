@@ -220,9 +220,8 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
             } else {
                 res.unfinished.insert(row, layout.recorded(record));
             }
-            if let Some(c) = bill_no_col {
-                let cell = String::from_utf8_lossy(record.get(c).unwrap_or(b""));
-                res.bill_nos[i] = bill_no_digest(crate::input::trim(unguard(&cell)));
+            if bill_no_col.iter().any(Option::is_some) {
+                res.bill_nos[i] = bill_no_digest(&recorded_order(&bill_no_col, |c| record.get(c)));
             }
             kept.write_byte_record(record)?;
             Ok(())
@@ -234,24 +233,41 @@ pub fn compact(output: &Path, header: &Header, total_rows: u64) -> anyhow::Resul
     Ok(res)
 }
 
-/// Where the bill_no is in a results line: the input's columns come first,
-/// session_key left out.
-fn bill_no_column(header: &Header) -> Option<usize> {
-    let col = header.column(crate::input::Field::BillNo)?;
-    header.output_columns().position(|(i, _)| i == col)
+/// Where the order's id is in a results line (the input's columns come
+/// first, session_key left out): its bill_no, and the other id an API may
+/// take instead (xpay-refund's wx_order_id).
+fn bill_no_column(header: &Header) -> [Option<usize>; 2] {
+    let at = |field| {
+        let col = header.column(field)?;
+        header.output_columns().position(|(i, _)| i == col)
+    };
+    [at(crate::input::Field::BillNo), header.rules().api.input().alt_order.and_then(at)]
 }
 
-/// The bill_no the results file records for `row`, for a message.
+/// The order a results line records, as [`Header::order_cell`] reads it
+/// from the input: the bill_no, else the other id.
+fn recorded_order<R: AsRef<[u8]>>(cols: &[Option<usize>; 2], cell_of: impl Fn(usize) -> Option<R>) -> String {
+    cols.iter()
+        .flatten()
+        .map(|&c| {
+            let cell = cell_of(c).map(|b| String::from_utf8_lossy(b.as_ref()).into_owned()).unwrap_or_default();
+            crate::input::trim(unguard(&cell)).to_string()
+        })
+        .find(|v| !v.is_empty())
+        .unwrap_or_default()
+}
+
+/// The order the results file records for `row`, for a message.
 pub fn recorded_bill_no(output: &Path, header: &Header, row: u64) -> Option<String> {
-    let bill_no_col = bill_no_column(header)?;
+    let bill_no_col = bill_no_column(header);
     let layout = Layout::for_header(header, false);
     let (row_col, _) = layout.row_and_category(header_row(header, layout).len());
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(output).ok()?;
     let want = row.to_string();
-    rdr.records().filter_map(Result::ok).find(|r| r.get(row_col) == Some(want.as_str())).map(|r| {
-        let cell = r.get(bill_no_col).unwrap_or("");
-        crate::input::trim(unguard(cell)).to_string()
-    })
+    rdr.records()
+        .filter_map(Result::ok)
+        .find(|r| r.get(row_col) == Some(want.as_str()))
+        .map(|r| recorded_order(&bill_no_col, |c| r.get(c).map(str::to_string)))
 }
 
 #[cfg(test)]

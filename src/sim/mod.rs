@@ -7,9 +7,12 @@
 //! Its rooms: the HTTP server ([`server`]), tokens and the gate every
 //! cancel passes ([`tokens`]), injected faults ([`faults`]), order state and
 //! the log ([`state`]); each cancel API's route lives in its own module:
-//! [`v1`] and [`v2`]. This file holds the configuration.
+//! [`v1`], [`v2`], [`xpay`] (coin cancels and `query_order`) and
+//! [`refunds`] (paid orders and refunds that settle). This file holds the
+//! configuration.
 
 mod faults;
+mod refunds;
 mod server;
 mod state;
 mod tokens;
@@ -87,6 +90,10 @@ pub struct SimConfig {
     /// Adversarial: stable_token calls after this many answer 40125 with an
     /// errmsg that repeats the AppSecret it was sent (a leaky proxy).
     pub token_echo_after: Option<u64>,
+    /// xpay-refund: how long a refund stays in progress before it settles.
+    pub refund_settle: Duration,
+    /// xpay-refund: share of refunds that fail (status 7) instead of completing.
+    pub refund_fail_rate: f64,
 }
 
 impl SimConfig {
@@ -110,6 +117,8 @@ impl SimConfig {
             v2_remaining: 1_000_000,
             seed: 1,
             token_echo_after: None,
+            refund_settle: Duration::from_secs(3),
+            refund_fail_rate: 0.0,
         }
     }
 }

@@ -75,6 +75,7 @@ impl Simulator {
             in_flight: 0,
             cancellations: HashMap::new(),
             dropped: Default::default(),
+            refunds: Default::default(),
             cfg,
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -143,8 +144,11 @@ pub(super) async fn handle(
     let query = parts.uri.query().unwrap_or("");
     let post = parts.method == hyper::Method::POST;
     let arrived = Instant::now();
-    let is_cancel =
-        path == sign::PROD_URI || path == sign::SANDBOX_URI || path == api::v2::URI || path == api::xpay::CANCEL_URI;
+    // Every API call (cancels, and xpay's queries and refunds) is counted in flight.
+    let is_cancel = [sign::PROD_URI, sign::SANDBOX_URI, api::v2::URI, api::xpay::CANCEL_URI]
+        .into_iter()
+        .chain([api::xpay::QUERY_URI, api::xpay::REFUND_URI])
+        .any(|p| p == path);
     let (response, latency) = {
         let mut st = state.lock().expect("sim lock");
         if is_cancel {
@@ -161,7 +165,8 @@ pub(super) async fn handle(
             (true, api::v2::URI) => st.cancel_v2(query, &body, arrived, started),
             (true, sign::SANDBOX_URI) => st.cancel(true, query, &body, arrived, started),
             (true, api::xpay::CANCEL_URI) => st.cancel_xpay(query, &body, arrived, started),
-            (true, api::xpay::QUERY_URI) => st.query_xpay(query, &body, arrived),
+            (true, api::xpay::QUERY_URI) => st.query_xpay(query, &body, arrived, started),
+            (true, api::xpay::REFUND_URI) => st.refund_xpay(query, &body, arrived, started),
             (true, "/cgi-bin/stable_token") => st.stable_token(&body),
             (_, "/cgi-bin/token") => {
                 st.stats.get_token_calls += 1;

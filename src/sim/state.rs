@@ -32,6 +32,13 @@ pub enum OrderState {
     /// Answers errcode 90013 with an errmsg that echoes the request's query
     /// string and [`SimConfig::echo`], like a proxy that repeats what it got.
     Echo,
+    /// xpay-refund: an order not paid yet (status 1).
+    Unpaid,
+    /// xpay-refund: a closed order (status 6).
+    Closed,
+    /// xpay-refund: a paid order whose first refund is answered 268490016
+    /// (`left_fee` stale), then paid as any other.
+    Stale,
 }
 
 impl FromStr for OrderState {
@@ -45,6 +52,9 @@ impl FromStr for OrderState {
             "processing" => OrderState::Processing(2),
             "unknown" => OrderState::Unknown,
             "echo" => OrderState::Echo,
+            "unpaid" => OrderState::Unpaid,
+            "closed" => OrderState::Closed,
+            "stale" => OrderState::Stale,
             _ => {
                 if let Some(n) = s.strip_prefix("processing:") {
                     OrderState::Processing(n.parse().map_err(|_| format!("bad count in `{s}`"))?)
@@ -54,7 +64,7 @@ impl FromStr for OrderState {
                     OrderState::Errcode(c.parse().map_err(|_| format!("bad errcode in `{s}`"))?)
                 } else {
                     return Err(format!(
-                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N, echo, remaining:N)"
+                        "unknown order state `{s}` (deducted, cancelled, confirmed, processing[:N], unknown, errcode:N, echo, remaining:N, unpaid, closed, stale)"
                     ));
                 }
             }
@@ -89,6 +99,8 @@ pub struct LogEntry {
     /// HTTP status sent (0 when the reply was dropped).
     pub status: u16,
     pub errcode: Option<i64>,
+    /// Which call: `cancel` (every cancel API), `query_order`, `refund_order`.
+    pub call: &'static str,
 }
 
 impl LogEntry {
@@ -109,7 +121,14 @@ impl LogEntry {
             mp_sig,
             status: 200,
             errcode: None,
+            call: "cancel",
         }
+    }
+
+    /// The entry of another call than a cancel.
+    pub(super) fn of_call(mut self, call: &'static str) -> LogEntry {
+        self.call = call;
+        self
     }
 
     /// The entry with the HTTP status and errcode of `response` (status 0:
@@ -138,6 +157,9 @@ pub struct SimStats {
     pub requests: Vec<String>,
     /// The most cancel requests being handled at once (arrived, not yet answered).
     pub max_in_flight: usize,
+    /// xpay-refund: fen refunded per paid order (refunds that completed or
+    /// are under way; a failed one moved nothing).
+    pub refunded: HashMap<String, u64>,
 }
 
 impl SimStats {
@@ -202,6 +224,8 @@ pub(super) struct State {
     pub(super) cancellations: HashMap<String, u64>,
     /// Keys whose first answer was dropped (`drop_first`).
     pub(super) dropped: std::collections::HashSet<String>,
+    /// xpay-refund: refunds by (sandbox, refund id).
+    pub(super) refunds: HashMap<(bool, String), super::refunds::Refund>,
 }
 
 impl State {

@@ -133,7 +133,10 @@ impl State {
                 }
                 answer(90016, "order is processing")
             }
-            OrderState::Unknown => answer(90000, "order not exist"),
+            // Refund-only states: no coin deduction of that id.
+            OrderState::Unknown | OrderState::Unpaid | OrderState::Closed | OrderState::Stale => {
+                answer(90000, "order not exist")
+            }
             OrderState::Errcode(c) => answer(*c, "simulated error"),
             OrderState::Echo => answer(90013, &format!("echo: {query} {}", self.cfg.echo)),
             OrderState::Remaining(_) => answer(90018, "invalid param: a v2 deduction cancelled with v1"),

@@ -3,9 +3,10 @@
 //! idempotent per their own order_id, both signatures answered with one
 //! errcode, 268490003, as WeChat does) and `/xpay/query_order` (signed by the
 //! AppKey alone: what the tool asks to tell a wrong AppKey from a stale
-//! session key).
+//! session key, and what a refund row asks at each step; the records it
+//! answers from are in [`super::refunds`]).
 
-use super::{answer, json, query_param, LogEntry, OrderState, Response, SessionPolicy, State};
+use super::{answer, query_param, LogEntry, OrderState, Response, SessionPolicy, State};
 use crate::api::xpay;
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ fn parse_cancel(bytes: &[u8]) -> Result<Cancel, String> {
 }
 
 /// The frequency limit in xpay's words.
-fn xpay_limit(r: Response) -> Response {
+pub(super) fn xpay_limit(r: Response) -> Response {
     match &r {
         Response::Json(200, text) if text.contains("\"errcode\":45009") => answer(268_490_015, "frequency limit"),
         _ => r,
@@ -95,28 +96,33 @@ impl State {
         response
     }
 
-    /// `query_order`, signed by the AppKey alone: a paid or deducted order.
-    pub(super) fn query_xpay(&mut self, query: &str, body: &[u8], arrived: Instant) -> Response {
-        let token = query_param(query, "access_token").unwrap_or("");
-        if let Some(r) = self.gate(token, arrived) {
-            return xpay_limit(r);
-        }
+    /// `query_order`, signed by the AppKey alone: a refund by its id, else
+    /// a paid (or deducted) order by `order_id` or `wx_order_id`.
+    pub(super) fn query_xpay(&mut self, query: &str, body: &[u8], arrived: Instant, started: Instant) -> Response {
         let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let env = v.get("env").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let id = ["order_id", "wx_order_id"].iter().find_map(|k| v.get(*k).and_then(serde_json::Value::as_str));
+        let entry = LogEntry::arrived(arrived, started, env == 1, id.map(|i| (i, crate::clock::unix_now())), false)
+            .of_call("query_order");
+        let token = query_param(query, "access_token").unwrap_or("");
+        let response = match self.gate(token, arrived) {
+            Some(r) => xpay_limit(r),
+            None => self.signed_by_app_key(query, xpay::QUERY_URI, env, body).unwrap_or_else(|| {
+                let Some(id) = id.filter(|i| !i.is_empty()) else {
+                    return answer(268_490_002, "param error: order_id or wx_order_id missing");
+                };
+                self.query_order(env == 1, id)
+            }),
+        };
+        self.log(entry.answered(&response));
+        response
+    }
+
+    /// `Some(268490003)` unless `pay_sig` is the AppKey's of `env` over `URI&BODY`.
+    pub(super) fn signed_by_app_key(&self, query: &str, uri: &str, env: u64, body: &[u8]) -> Option<Response> {
         let key = if env == 1 { &self.cfg.sandbox_app_key } else { &self.cfg.app_key };
         let text = String::from_utf8_lossy(body);
-        if query_param(query, "pay_sig") != Some(xpay::pay_sig(key, xpay::QUERY_URI, &text).as_str()) {
-            return answer(xpay::SIGNATURE_WRONG, "signature error");
-        }
-        let order_id = v.get("order_id").and_then(serde_json::Value::as_str).unwrap_or("");
-        let state = super::order_state(&self.cfg, &mut self.orders, &mut self.sandbox_orders, env == 1, order_id);
-        match state {
-            OrderState::Unknown => answer(268_490_002, "no such order"),
-            _ => json(&serde_json::json!({
-                "errcode": 0,
-                "errmsg": "ok",
-                "order": { "order_id": order_id, "status": 2 },
-            })),
-        }
+        (query_param(query, "pay_sig") != Some(xpay::pay_sig(key, uri, &text).as_str()))
+            .then(|| answer(xpay::SIGNATURE_WRONG, "signature error"))
     }
 }

@@ -44,6 +44,7 @@ pub struct Columns {
     pub category: usize,
     /// The input's columns, in order.
     pub input: std::ops::Range<usize>,
+    pub layout: Layout,
 }
 
 impl Columns {
@@ -54,7 +55,7 @@ impl Columns {
         let first = n - layout.tail().len();
         let (row, category) = layout.row_and_category(n);
         let (kind, input) = if layout.row_first() { (Kind::DryRun, 1..first) } else { (Kind::Live, 0..first) };
-        Some(Columns { kind, headers: headers.to_vec(), row, category, input })
+        Some(Columns { kind, headers: headers.to_vec(), row, category, input, layout })
     }
 }
 
@@ -203,22 +204,36 @@ fn parse_amount(cell: &str) -> Option<Decimal> {
     unguard(cell.trim()).parse::<Decimal>().ok()
 }
 
-/// Summarises a results file, streaming; `sum` names a column to total.
+/// The results columns `--sum` may name besides the input's: money.
+const MONEY_RESULTS: [&str; 2] = ["refund_fee", "left_fee"];
+
+/// Summarises a results file, streaming; `sum` names a column to total (a
+/// refund's results total `refund_fee` unless told otherwise).
 pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
     let mut file = open(path)?;
     let cols = &file.cols;
+    let sum = sum.or(cols.layout.refunds().then_some("refund_fee"));
+    let money = |i: &usize| !cols.input.contains(i) && MONEY_RESULTS.contains(&cols.headers[*i].as_str());
     let sum_col = match sum {
-        Some(name) => Some(cols.input.clone().find(|&i| cols.headers[i] == name).with_context(|| {
-            format!(
-                "--sum {name}: no such input column in {}; it has: {}",
-                path.display(),
-                cols.headers[cols.input.clone()].join(", ")
-            )
-        })?),
+        Some(name) => Some(
+            cols.input
+                .clone()
+                .chain(cols.input.end..cols.headers.len())
+                .filter(|i| cols.input.contains(i) || money(i))
+                .find(|&i| cols.headers[i] == name)
+                .with_context(|| {
+                    format!(
+                        "--sum {name}: no such input column in {}; it has: {}",
+                        path.display(),
+                        cols.headers[cols.input.clone()].join(", ")
+                    )
+                })?,
+        ),
         None => None,
     };
     let mut summary = Summary { kind: cols.kind, ..Summary::default() };
     let mut sums = sum.map(|c| Sums { column: c.to_string(), ..Sums::default() });
+    let from_results = sum_col.is_some_and(|i| !cols.input.contains(&i));
     summary.torn = file.lines(|c, rec| {
         summary.tally.add(c);
         if let (Some(s), Some(i)) = (sums.as_mut(), sum_col) {
@@ -227,6 +242,8 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
                     *s.by_category.entry(c.as_str().to_string()).or_default() += v;
                     s.total += v;
                 }
+                // A refund not made (not found, not refundable) has no fee.
+                None if from_results && rec.get(i).is_some_and(<[u8]>::is_empty) => {}
                 None => s.unparsable += 1,
             }
         }
@@ -238,8 +255,8 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
 }
 
 /// The columns `report --only` writes: the input's, and the id each row was
-/// sent with (v2's cancellation id, from the results' `cancel_bill_no`), so
-/// that running them again reuses that id instead of deriving another.
+/// sent with (the results' `cancel_bill_no` or `refund_bill_no`), so that
+/// running them again reuses that id instead of deriving another.
 struct OnlyColumns {
     pub headers: Vec<String>,
     /// Where each written cell comes from in a results line.
@@ -254,18 +271,19 @@ impl OnlyColumns {
         let input = cols.input.clone();
         let mut headers: Vec<String> = cols.headers[input.clone()].to_vec();
         let mut sources: Vec<usize> = input.clone().collect();
-        let results_id = (input.end..cols.headers.len()).find(|&i| cols.headers[i] == "cancel_bill_no");
+        let id_name = cols.layout.id_column();
+        let results_id = (input.end..cols.headers.len()).find(|&i| cols.headers[i] == id_name);
         let id = results_id.map(|from| {
-            // The input's own cancel_bill_no column (by name, or as mapped
-            // with --column), else a new one.
+            // The input's own id column (by name, or as mapped with
+            // --column), else a new one.
             let mapped = file.fingerprint.iter().flat_map(|f| &f.columns).find_map(|m| {
-                m.split_once('=').filter(|(field, _)| *field == "cancel_bill_no").map(|(_, header)| header.to_string())
+                m.split_once('=').filter(|(field, _)| *field == id_name).map(|(_, header)| header.to_string())
             });
-            let name = mapped.as_deref().unwrap_or("cancel_bill_no");
+            let name = mapped.as_deref().unwrap_or(id_name);
             match headers.iter().position(|h| h.eq_ignore_ascii_case(name)) {
                 Some(at) => (from, at),
                 None => {
-                    headers.push("cancel_bill_no".into());
+                    headers.push(id_name.into());
                     sources.push(from);
                     (from, headers.len() - 1)
                 }
