@@ -264,7 +264,7 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
     let spec = rules.api.input();
     // The order: its bill_no, or (an API that takes either) the other id.
     let (order_field, bill_no) = match (get(Field::BillNo), spec.alt_order) {
-        ("", Some(alt)) => (alt, get(alt)),
+        ("", Some(alt)) if !get(alt).is_empty() => (alt, get(alt)),
         (b, Some(alt)) if !get(alt).is_empty() => {
             let m = format!(
                 "the row gives both {} `{b}` and {}: give one of the two, so the order is named once",

@@ -157,6 +157,10 @@ pub(super) async fn handle(
         }
         let latency = st.cfg.faults.latency;
         st.stats.requests.push(format!("{} {path}", parts.method));
+        if st.cfg.keep_log && path.starts_with("/xpay/") {
+            let pay_sig = query_param(query, "pay_sig").unwrap_or("").to_string();
+            st.stats.bodies.push((path.to_string(), String::from_utf8_lossy(&body).into_owned(), pay_sig));
+        }
         let r = match (post, path) {
             _ if st.cfg.faults.redirect_to.is_some() => {
                 Response::Redirect(st.cfg.faults.redirect_to.clone().unwrap_or_default())

@@ -157,6 +157,8 @@ pub struct SimStats {
     pub requests: Vec<String>,
     /// The most cancel requests being handled at once (arrived, not yet answered).
     pub max_in_flight: usize,
+    /// With `keep_log`: every xpay request as (URI, BODY, pay_sig).
+    pub bodies: Vec<(String, String, String)>,
     /// xpay-refund: fen refunded per paid order (refunds that completed or
     /// are under way; a failed one moved nothing).
     pub refunded: HashMap<String, u64>,

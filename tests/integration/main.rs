@@ -13,6 +13,7 @@ mod live;
 mod newcomer;
 mod operator;
 mod pace;
+mod refunds;
 mod resume;
 mod seams;
 mod second_hour;
