@@ -222,7 +222,7 @@ pub fn run(
                 }
                 let finished = match verdict {
                     Verdict::Ready(order) if !control.stopped() => {
-                        ready.push(Job::new(raw, order, api.steps()));
+                        ready.push(Job::new(raw, *order, api.steps()));
                         // Without a journal there is nothing to wait for.
                         if ready.len() >= JOURNAL_GROUP || !journaled {
                             hand_over(&mut ready)?;

@@ -44,7 +44,7 @@ impl std::hash::Hash for Seen {
 #[derive(Debug)]
 pub enum Verdict {
     /// Valid, first of its bill_no, and sendable under the `--mp-sig` mode.
-    Ready(Order),
+    Ready(Box<Order>),
     /// Not to be sent: invalid_input, duplicate or missing_session_key.
     /// `valid` says whether the row itself passed validation (its API columns
     /// are then written verbatim).
@@ -160,7 +160,7 @@ impl Classifier {
                 Verdict::Rejected { category, message, valid: matches!(v, Validated::Valid(_)) }
             }
             None => match v {
-                Validated::Valid(o) => Verdict::Ready(o.to_owned()),
+                Validated::Valid(o) => Verdict::Ready(Box::new(o.to_owned())),
                 Validated::Invalid { .. } => unreachable!("an invalid row is never sent"),
             },
         }
