@@ -23,7 +23,11 @@ pub enum Event<'a> {
         /// HTTP status; absent when no response came (timeout, reset).
         http_status: Option<u16>,
         errcode: Option<i64>,
+        /// The row's category after this answer (`next_step`: a multi-step
+        /// row went on to its next request).
         category: &'a str,
+        /// The call: the URI's last part (`cancelpay`, `query_order`, `refund_order`, ...).
+        call: &'a str,
         latency_ms: f64,
         /// The pace (requests per second) when the request left.
         pace: f64,

@@ -155,7 +155,9 @@ impl Worker<'_> {
                 attempt: job.attempts,
                 http_status: reply.http_status(),
                 errcode: reply.errcode(),
-                category: category.as_str(),
+                // A step that leads to the row's next one is no outcome yet.
+                category: if next_step.is_some() { "next_step" } else { category.as_str() },
+                call: request.uri.rsplit('/').next().unwrap_or_default(),
                 latency_ms: sent_at.elapsed().as_secs_f64() * 1000.0,
                 pace: pace_now,
             });

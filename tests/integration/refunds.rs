@@ -395,3 +395,27 @@ fn every_refund_vector_reproduces_through_a_live_run() {
     }
     assert_eq!(n, 24);
 }
+
+#[test]
+fn the_refund_samples_rehearse_as_the_readme_says() {
+    let w = Workdir::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The README's command as it stands (WeChat's poll schedule: the first
+    // poll after 5 s, the simulator's refunds settle after 3 s).
+    let out = w
+        .cmd()
+        .args(["run", &format!("{root}/samples/orders_refund.csv"), "-o", "r.csv"])
+        .args(["--config", &format!("{root}/samples/midas_refund.toml"), "--simulate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("r.csv"));
+    assert_one_line_per_row(&r, 5);
+    assert!(r.rows.iter().all(|row| row["category"] == "refunded"), "{:?}", r.categories());
+    assert_eq!(r.row(2)["refund_fee"], r.row(2)["left_fee"], "no amount: all that was left");
+    assert_eq!(r.row(3)["wx_order_id"], "4200000000000000000000000003");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(readme.contains(
+        "samples/orders_refund.csv -o /tmp/refund-rehearsal.csv --config samples/midas_refund.toml --simulate"
+    ));
+}

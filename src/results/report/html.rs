@@ -109,6 +109,10 @@ fn page(
         Some(t) if t.requests > 0 => Some((t.requests_chart()?, t.pace_chart()?, t.latency_chart()?)),
         _ => None,
     };
+    let settle = match timeline {
+        Some(t) => t.settle_chart()?.map(|svg| (svg, t.settle_quantiles(), t.settles.len())),
+        None => None,
+    };
     let retry: Vec<&str> = attention.categories.iter().map(|c| c.as_str()).collect();
     Ok(html! {
         (DOCTYPE)
@@ -206,6 +210,18 @@ fn page(
                         }
                         h2 { "Latency: p50 (blue) and p95 (red)" }
                         div.chart { (PreEscaped(latency)) }
+                    }
+                }
+                @if let Some((svg, (p50, p95, longest), n)) = &settle {
+                    section {
+                        h2 { "Time to settle (refunds)" }
+                        p.note {
+                            (format!(
+                                "{n} refund(s) settled: half within {p50:.1} s, 95 % within {p95:.1} s, the longest {longest:.1} s \
+                                 (from the refund's request to the poll whose answer said completed, green, or failed, red)."
+                            ))
+                        }
+                        div.chart { (PreEscaped(svg)) }
                     }
                 }
                 section {

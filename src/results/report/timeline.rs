@@ -19,9 +19,30 @@ const WIDTH: u32 = 960;
 #[derive(Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Line {
-    Request { sent: f64, latency_ms: f64, pace: f64, category: String, http_status: Option<u16>, errcode: Option<i64> },
-    Pace { at: f64, to: f64, why: String },
-    Token { at: f64, ok: bool, forced: bool },
+    Request {
+        sent: f64,
+        #[serde(default)]
+        answered: f64,
+        #[serde(default)]
+        row: u64,
+        latency_ms: f64,
+        pace: f64,
+        category: String,
+        #[serde(default)]
+        call: String,
+        http_status: Option<u16>,
+        errcode: Option<i64>,
+    },
+    Pace {
+        at: f64,
+        to: f64,
+        why: String,
+    },
+    Token {
+        at: f64,
+        ok: bool,
+        forced: bool,
+    },
 }
 
 /// What an answer was, for the stacked chart: (name, colour).
@@ -37,7 +58,7 @@ pub const OUTCOMES: [(&str, RGBColor); 7] = [
 
 fn outcome(category: &str, http_status: Option<u16>) -> usize {
     match category {
-        "cancelled" => 0,
+        "cancelled" | "refunded" | "next_step" => 0,
         "already_returned" => 1,
         "rate_limited" => 2,
         "system_busy" => 3,
@@ -74,6 +95,9 @@ pub struct Timeline {
     pub tokens: Vec<(f64, bool, bool)>,
     /// Answers per errcode (`None`: no answer).
     pub errcodes: BTreeMap<Option<i64>, u64>,
+    /// Refunds (xpay-refund): seconds from a row's first `refund_order` to
+    /// the answer that said it settled, and whether it failed.
+    pub settles: Vec<(f64, bool)>,
 }
 
 impl Timeline {
@@ -84,6 +108,8 @@ impl Timeline {
         let file = std::fs::File::open(path).with_context(|| format!("cannot read the log {name}"))?;
         let mut t = Timeline { first: f64::MAX, last: f64::MIN, ..Timeline::default() };
         let mut requests = Vec::new();
+        // Row → when its refund was first sent.
+        let mut refund_sent: std::collections::HashMap<u64, f64> = Default::default();
         for line in std::io::BufReader::new(file).lines() {
             let line = line.with_context(|| format!("cannot read the log {name}"))?;
             if line.trim().is_empty() {
@@ -93,7 +119,14 @@ impl Timeline {
             // does not draw, another tool's line: passed over.
             let Ok(parsed) = serde_json::from_str::<Line>(&line) else { continue };
             match parsed {
-                Line::Request { sent, latency_ms, pace, category, http_status, errcode } => {
+                Line::Request { sent, answered, row, latency_ms, pace, category, call, http_status, errcode } => {
+                    if call == "refund_order" {
+                        refund_sent.entry(row).or_insert(sent);
+                    }
+                    let settled = matches!(category.as_str(), "refunded" | "refund_failed");
+                    if let (true, Some(from)) = (settled, refund_sent.get(&row)) {
+                        t.settles.push(((answered - from).max(0.0), category == "refund_failed"));
+                    }
                     if sent < t.first {
                         t.start_pace = pace;
                     }
@@ -144,6 +177,61 @@ impl Timeline {
 
     fn span(&self) -> f64 {
         ((self.last - self.first).max(0.0) + self.width() as f64).max(1.0)
+    }
+
+    /// How long refunds took to settle: rows per interval of seconds from
+    /// the refund to WeChat's record saying it completed (or failed).
+    pub fn settle_chart(&self) -> anyhow::Result<Option<String>> {
+        if self.settles.is_empty() {
+            return Ok(None);
+        }
+        let longest = self.settles.iter().map(|s| s.0).fold(1.0, f64::max);
+        let bins = 30u32;
+        let w = (longest / f64::from(bins)).max(0.5);
+        let mut counts = vec![[0u32; 2]; bins as usize + 1];
+        for (secs, failed) in &self.settles {
+            counts[((secs / w) as usize).min(bins as usize)][usize::from(*failed)] += 1;
+        }
+        let top = counts.iter().map(|c| c[0] + c[1]).max().unwrap_or(1) as f64 * 1.1;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (WIDTH, 240)).into_drawing_area();
+            root.fill(&WHITE).map_err(chart_err)?;
+            let mut chart = ChartBuilder::on(&root)
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.0..w * f64::from(bins + 1), 0.0..top)
+                .map_err(chart_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds from refund to settled")
+                .y_desc("refunds")
+                .disable_x_mesh()
+                .draw()
+                .map_err(chart_err)?;
+            for (i, c) in counts.iter().enumerate() {
+                let x = i as f64 * w;
+                let done = Rectangle::new([(x, 0.0), (x + w * 0.9, f64::from(c[0]))], OUTCOMES[0].1.filled());
+                let failed = Rectangle::new(
+                    [(x, f64::from(c[0])), (x + w * 0.9, f64::from(c[0] + c[1]))],
+                    RGBColor(200, 60, 60).filled(),
+                );
+                if c[0] + c[1] > 0 {
+                    chart.draw_series([done, failed]).map_err(chart_err)?;
+                }
+            }
+            root.present().map_err(chart_err)?;
+        }
+        Ok(Some(svg))
+    }
+
+    /// The median, 95th percentile and longest time to settle, in seconds.
+    pub fn settle_quantiles(&self) -> (f64, f64, f64) {
+        let mut s: Vec<f64> = self.settles.iter().map(|s| s.0).collect();
+        s.sort_by(f64::total_cmp);
+        let pick = |q: f64| s.get(((s.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+        (pick(0.5), pick(0.95), s.last().copied().unwrap_or(0.0))
     }
 
     /// Requests per second over time, stacked by outcome.
