@@ -3,6 +3,8 @@
 #   bash benches/dry_run.sh [ROWS...]          (default: 100000 1000000 2000000)
 #   API=v2 bash benches/dry_run.sh [ROWS...]   the same file through --api v2
 #                                              (amount from the amount_fen column)
+#   API=xpay | API=xpay-refund                 the same through the Mini Program APIs
+#                                              (coin cancels: --user-ip for rows without one)
 # Needs GNU time (/usr/bin/time, Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,11 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 export MIDAS_APP_KEY=BENCHappKEY000000000000000000000 WECHAT_ACCESS_TOKEN=BENCH_TOKEN_0123456789
 api_args=()
-if [ "${API:-v1}" = v2 ]; then api_args=(--api v2 --column amount=amount_fen); fi
+case "${API:-v1}" in
+  v2) api_args=(--api v2 --column amount=amount_fen) ;;
+  xpay) api_args=(--api xpay --column amount=amount_fen --user-ip 203.0.113.1) ;;
+  xpay-refund) api_args=(--api xpay-refund --column amount=amount_fen) ;;
+esac
 for n in "${@:-100000 1000000 2000000}"; do
   for n1 in $n; do
     target/release/examples/gen_orders "$n1" "$dir/orders.csv" "$dir/keys.csv"

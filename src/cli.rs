@@ -248,6 +248,8 @@ Examples:
   midas-cancel run orders.csv -o results.csv --config game.toml --resume
   # Virtual Payment 2.0
   midas-cancel run orders.csv -o results.csv --config game.toml --api v2
+  # Mini Program cash refunds, followed until WeChat's record settles (then --resume the pending)
+  midas-cancel run paid.csv -o refunds.csv --config mp.toml --api xpay-refund
   # the export as it is: a workbook, its sheet named
   midas-cancel run orders.xlsx --sheet 订单 -o results.csv --config game.toml";
 

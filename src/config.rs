@@ -391,8 +391,10 @@ impl RunConfig {
             Some(crate::api::ApiKind::Xpay | crate::api::ApiKind::XpayRefund)
         );
         let offer_id = match args.offer_id.clone().or(file.offer_id.clone()) {
+            // Not theirs: an offer_id given anyway (a shared config file) is
+            // not part of the run, so it cannot make a resume look different.
+            _ if !needs_offer_id => String::new(),
             Some(o) => o,
-            None if !needs_offer_id => String::new(),
             None => anyhow::bail!(
                 "no offer_id: pass --offer-id (or set offer_id in the --config file) to the Midas offer id"
             ),

@@ -55,8 +55,6 @@ pub struct Signing {
     mp_sig: MpSigMode,
     signer: Signer,
     pay_signer: v2::PaySigner,
-    /// xpay signs each call's URI into its `pay_sig`.
-    app_key: Secret,
 }
 
 impl Signing {
@@ -67,7 +65,6 @@ impl Signing {
             mp_sig,
             signer: Signer::new(app_key.expose(), request.sandbox),
             pay_signer: v2::PaySigner::new(app_key.expose()),
-            app_key: app_key.clone(),
         }
     }
 
@@ -105,7 +102,7 @@ impl Signing {
             amount: order.amount.unwrap_or(0),
         }
         .body();
-        let pay_sig = xpay::pay_sig(self.app_key.expose(), xpay::CANCEL_URI, &body);
+        let pay_sig = self.pay_signer.sign_at(xpay::CANCEL_URI, &body);
         let signature = xpay::signature(session_key, &body);
         (body, pay_sig, signature)
     }
@@ -120,7 +117,7 @@ impl Signing {
 
     /// A request signed by the AppKey alone (`pay_sig` over `URI&BODY`).
     fn pay_signed(&self, uri: &'static str, body: String) -> SignedRequest {
-        let pay_sig = xpay::pay_sig(self.app_key.expose(), uri, &body);
+        let pay_sig = self.pay_signer.sign_at(uri, &body);
         SignedRequest {
             uri,
             query_tail: format!("&pay_sig={}", pay_sig.as_str()),
@@ -193,10 +190,10 @@ impl Signing {
                 let mut v2 = DryV2::default();
                 let find = Steps::new();
                 let (uri, body) = find.request(&order, self.env(), self.refund_reason());
-                let pay_sig = xpay::pay_sig(self.app_key.expose(), uri, &body);
+                let pay_sig = self.pay_signer.sign_at(uri, &body);
                 (v2.body, v2.pay_sig) = (body, Some(pay_sig));
                 let (uri, body) = Steps::paid_order_query(&order, self.env());
-                v2.order_pay_sig = Some(xpay::pay_sig(self.app_key.expose(), uri, &body));
+                v2.order_pay_sig = Some(self.pay_signer.sign_at(uri, &body));
                 v2.order_body = body;
                 v2.cancel_bill_no = order.cancel_id.map(std::borrow::Cow::into_owned).unwrap_or_default();
                 DrySigned { ts: Some(ts), v2: Some(Box::new(v2)), ..DrySigned::unsigned(Category::Signed) }

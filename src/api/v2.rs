@@ -76,7 +76,7 @@ pub struct CancelV2<'a> {
 
 /// Appends `v` as a JSON string. Validated values need no escape; anything
 /// else is escaped by serde_json, so the body is always valid JSON.
-fn push_json_str(out: &mut String, v: &str) {
+pub(super) fn push_json_str(out: &mut String, v: &str) {
     if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
         out.push('"');
         out.push_str(v);
@@ -150,8 +150,13 @@ impl PaySigner {
 
     /// HMAC-SHA256 with the AppKey over `URI&BODY`.
     pub fn sign(&self, body: &str) -> Hex64 {
+        self.sign_at(URI, body)
+    }
+
+    /// The same over another call's `uri` (xpay signs several).
+    pub fn sign_at(&self, uri: &str, body: &str) -> Hex64 {
         let mut mac = self.mac.clone();
-        mac.update(URI.as_bytes());
+        mac.update(uri.as_bytes());
         mac.update(b"&");
         hmac_hex(mac, body.as_bytes())
     }

@@ -122,7 +122,9 @@ struct Body(String);
 
 impl Body {
     fn new() -> Body {
-        Body(String::from("{"))
+        let mut body = String::with_capacity(192);
+        body.push('{');
+        Body(body)
     }
 
     fn key(&mut self, key: &str) {
@@ -136,7 +138,7 @@ impl Body {
 
     fn str(mut self, key: &str, value: &str) -> Body {
         self.key(key);
-        self.0.push_str(&serde_json::to_string(value).unwrap_or_default());
+        super::v2::push_json_str(&mut self.0, value);
         self
     }
 

@@ -157,7 +157,7 @@ fn a_kill_between_refund_and_answer_then_resume_refunds_once() {
         .env("MIDAS_APP_KEY", APP_KEY)
         .env("WECHAT_APP_SECRET", crate::harness::APP_SECRET)
         .args(["run", "in.csv", "-o", "out.csv", "--appid", "wxtest", "--api", "xpay-refund", "--poll-ms", "50"])
-        .args(["--offer-id", "123", "--base-url", sim.url(), "--timeout", "5"])
+        .args(["--base-url", sim.url(), "--timeout", "5"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -418,4 +418,29 @@ fn the_refund_samples_rehearse_as_the_readme_says() {
     assert!(readme.contains(
         "samples/orders_refund.csv -o /tmp/refund-rehearsal.csv --config samples/midas_refund.toml --simulate"
     ));
+}
+
+#[test]
+fn the_finance_workbook_has_the_refunded_fen_as_numbers() {
+    use calamine::{Data, Reader};
+    let w = Workdir::new();
+    paid_orders(&w, "in.csv", 4);
+    let sim = refund_sim(|_| {});
+    let out = refund_run(&w, "in.csv", "out.csv", &sim).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = w.cmd().args(["report", "out.csv", "--xlsx", "out.xlsx"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut book = calamine::open_workbook_auto(w.path("out.xlsx")).unwrap();
+    let summary = book.worksheet_range("Summary").unwrap();
+    let total = summary.rows().find(|r| r.first().is_some_and(|c| *c == "total")).unwrap();
+    // 100 + 10000 + 300 + 10000: odd rows their amount, even rows all that was left.
+    assert_eq!(total.get(2), Some(&Data::Float(20_400.0)), "Σ refund_fee: {total:?}");
+    let results = book.worksheet_range("Results").unwrap();
+    let header: Vec<String> = results.rows().next().unwrap().iter().map(|c| c.to_string()).collect();
+    for name in ["refund_fee", "left_fee"] {
+        let col = header.iter().position(|h| h == name).unwrap();
+        for row in results.rows().skip(1) {
+            assert!(matches!(row[col], Data::Float(_) | Data::Int(_)), "{name} is a number: {:?}", row[col]);
+        }
+    }
 }
