@@ -4,7 +4,7 @@
 /// The exit statuses of SPEC §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
-    /// Every row cancelled or already returned (dry run: signed).
+    /// Every row cancelled, refunded or already returned (dry run: signed).
     Done = 0,
     /// The run finished, but some rows need attention.
     Attention = 1,
@@ -19,7 +19,7 @@ pub enum Exit {
 impl Exit {
     /// Every status with its meaning, for the manual.
     pub const DESCRIBED: [(u8, &'static str); 5] = [
-        (Exit::Done as u8, "every row cancelled or already returned (dry run: every row signed)"),
+        (Exit::Done as u8, "every row cancelled, refunded or already returned (dry run: every row signed)"),
         (Exit::Attention as u8, "the run finished, but some rows need attention (see their category)"),
         (Exit::Usage as u8, "nothing was sent: bad flags, config, missing secret, unreadable input"),
         (

@@ -265,7 +265,8 @@ fn bad_refund_rows_get_clear_errors_and_lose_nothing() {
                 B2,42000001,oA,100,,\n\
                 B3,,oA,1.5,,\n\
                 B4,,oA,100,9,\n\
-                B5,,oA,100,,7\n";
+                B5,,oA,100,,7\n\
+                OK1,,oA,50,,\n";
     w.write("in.csv", text);
     let out = w.cmd().args(["check", "in.csv", "--api", "xpay-refund"]).output().unwrap();
     let all = crate::harness::stdout_of(&out) + &stderr_of(&out);
@@ -282,9 +283,10 @@ fn bad_refund_rows_get_clear_errors_and_lose_nothing() {
     let out = refund_run(&w, "in.csv", "out.csv", &sim).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let r = Results::read(&w.path("out.csv"));
-    assert_one_line_per_row(&r, 6);
+    assert_one_line_per_row(&r, 7);
     assert_eq!(r.row(1)["category"], "refunded");
     assert!((2..=6).all(|n| r.row(n)["category"] == "invalid_input"));
+    assert_eq!(r.row(7)["category"], "duplicate", "the same paid order again, without refund ids of its own");
     // A file with neither order column stops before anything is sent.
     w.write("none.csv", "openid,amount\noA,100\n");
     let out = refund_run(&w, "none.csv", "none.out.csv", &sim).output().unwrap();
@@ -426,8 +428,14 @@ fn the_finance_workbook_has_the_refunded_fen_as_numbers() {
     let w = Workdir::new();
     paid_orders(&w, "in.csv", 4);
     let sim = refund_sim(|_| {});
-    let out = refund_run(&w, "in.csv", "out.csv", &sim).output().unwrap();
+    let out = refund_run(&w, "in.csv", "out.csv", &sim).args(["--log", "log.jsonl"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // The post-mortem page draws how long the refunds took to settle.
+    let out = w.cmd().args(["report", "out.csv", "--html", "out.html", "--log", "log.jsonl"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let page = std::fs::read_to_string(w.path("out.html")).unwrap();
+    let settle = page.split("Time to settle (refunds)").nth(1).expect("a time-to-settle section");
+    assert!(settle.contains("4 refund(s) settled") && settle.contains("<svg"), "{}", &settle[..400.min(settle.len())]);
     let out = w.cmd().args(["report", "out.csv", "--xlsx", "out.xlsx"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let mut book = calamine::open_workbook_auto(w.path("out.xlsx")).unwrap();
