@@ -302,6 +302,19 @@ fn vector_csv(row: &serde_json::Map<String, Value>) -> Vec<u8> {
     csv.into_inner().unwrap()
 }
 
+/// `run` of one vector case's row with its AppKey, appid, tag and env.
+fn vector_run(w: &Workdir, c: &Value, input: &str, output: &str) -> assert_cmd::Command {
+    let inp = &c["inputs"];
+    let mut cmd = w.cmd();
+    cmd.env("MIDAS_APP_KEY", c["app_key"].as_str().unwrap());
+    cmd.args(["run", input, "-o", output, "--api", "xpay-refund", "--appid", inp["appid"].as_str().unwrap()]);
+    cmd.args(["--cancel-tag", inp["cancel_tag"].as_str().unwrap()]);
+    if inp["env"] == 1 {
+        cmd.arg("--sandbox");
+    }
+    cmd
+}
+
 #[test]
 fn every_query_vector_reproduces_through_a_dry_run() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/xpay.json")).unwrap();
@@ -312,23 +325,8 @@ fn every_query_vector_reproduces_through_a_dry_run() {
         let inp = &c["inputs"];
         let (input, output) = (format!("q{i}.csv"), format!("q{i}.out.csv"));
         w.write(&input, vector_csv(inp["row"].as_object().unwrap()));
-        let mut cmd = w.cmd();
-        cmd.env("MIDAS_APP_KEY", c["app_key"].as_str().unwrap()).args([
-            "run",
-            &input,
-            "-o",
-            &output,
-            "--api",
-            "xpay-refund",
-            "--appid",
-            inp["appid"].as_str().unwrap(),
-            "--cancel-tag",
-            inp["cancel_tag"].as_str().unwrap(),
-            "--dry-run",
-        ]);
-        if inp["env"] == 1 {
-            cmd.arg("--sandbox");
-        }
+        let mut cmd = vector_run(&w, c, &input, &output);
+        cmd.arg("--dry-run");
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "case {i}: {}", stderr_of(&out));
         let r = Results::read(&w.path(&output));
@@ -362,28 +360,9 @@ fn every_refund_vector_reproduces_through_a_live_run() {
         let sim = start(sc);
         let (input, output) = (format!("r{i}.csv"), format!("r{i}.out.csv"));
         w.write(&input, vector_csv(row));
-        let mut cmd = w.cmd();
-        cmd.env("MIDAS_APP_KEY", key).env("WECHAT_APP_SECRET", crate::harness::APP_SECRET).args([
-            "run",
-            &input,
-            "-o",
-            &output,
-            "--api",
-            "xpay-refund",
-            "--appid",
-            inp["appid"].as_str().unwrap(),
-            "--cancel-tag",
-            inp["cancel_tag"].as_str().unwrap(),
-            "--refund-reason",
-            inp["refund_reason_flag"].as_str().unwrap(),
-            "--base-url",
-            sim.url(),
-            "--poll-ms",
-            "20",
-        ]);
-        if inp["env"] == 1 {
-            cmd.arg("--sandbox");
-        }
+        let mut cmd = vector_run(&w, c, &input, &output);
+        cmd.env("WECHAT_APP_SECRET", crate::harness::APP_SECRET).args(["--base-url", sim.url(), "--poll-ms", "20"]);
+        cmd.args(["--refund-reason", inp["refund_reason_flag"].as_str().unwrap()]);
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(0), "case {i}: {}", stderr_of(&out));
         let bodies = sim.stats().bodies;
@@ -451,4 +430,33 @@ fn the_finance_workbook_has_the_refunded_fen_as_numbers() {
             assert!(matches!(row[col], Data::Float(_) | Data::Int(_)), "{name} is a number: {:?}", row[col]);
         }
     }
+}
+
+#[test]
+fn an_interrupt_while_refunds_settle_leaves_them_pending_and_resume_finishes() {
+    let w = Workdir::new();
+    paid_orders(&w, "in.csv", 8);
+    let sim = refund_sim(|c| c.refund_settle = Duration::from_secs(3));
+    let mut child = w.spawn_live("in.csv", "out.csv", &sim, &["--api", "xpay-refund", "--poll-ms", "200"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sim.stats().cancels.len() < 8 {
+        assert!(std::time::Instant::now() < deadline, "the refunds never all started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every refund is under way and its row waits for a poll: Ctrl-C.
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 8);
+    for row in &r.rows {
+        assert_eq!(row["category"], "refund_pending", "started, not settled: {row:?}");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let out = refund_run(&w, "in.csv", "out.csv", &sim).arg("--resume").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    assert_one_line_per_row(&r, 8);
+    assert!(r.rows.iter().all(|row| row["category"] == "refunded"), "{:?}", r.categories());
+    assert!(sim.stats().cancelled_once(8), "nothing refunded twice");
 }
