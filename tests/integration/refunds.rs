@@ -460,3 +460,21 @@ fn an_interrupt_while_refunds_settle_leaves_them_pending_and_resume_finishes() {
     assert!(r.rows.iter().all(|row| row["category"] == "refunded"), "{:?}", r.categories());
     assert!(sim.stats().cancelled_once(8), "nothing refunded twice");
 }
+
+#[test]
+fn tokens_that_expire_between_steps_are_refreshed() {
+    let w = Workdir::new();
+    paid_orders(&w, "in.csv", 24);
+    // Tokens live 1 s; refunds settle after 1.5 s, polled 0.3 s, 0.6 s, ...
+    let sim = refund_sim(|c| {
+        c.token_lifetime = Duration::from_secs(1);
+        c.refund_settle = Duration::from_millis(1500);
+    });
+    let out = refund_run(&w, "in.csv", "out.csv", &sim).args(["--rate", "40", "--poll-ms", "300"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let stats = sim.stats();
+    assert!(stats.stable_token_calls >= 3, "tokens refreshed ({} calls)", stats.stable_token_calls);
+    let r = Results::read(&w.path("out.csv"));
+    assert!(r.rows.iter().all(|row| row["category"] == "refunded"), "{:?}", r.categories());
+    assert!(stats.cancelled_once(24));
+}
