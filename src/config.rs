@@ -326,7 +326,7 @@ fn send_settings(args: &RunArgs, file: &FileConfig) -> anyhow::Result<SendSettin
         max_attempts: number(args.max_attempts, file.max_attempts, 5, &limits::MAX_ATTEMPTS)? as u32,
         timeout: Duration::from_secs_f64(timeout),
         backoff: Duration::from_millis(number(args.backoff_ms, file.backoff_ms, 500, &limits::BACKOFF_MS)?),
-        polling: crate::api::xpay_refund::Polling {
+        polling: crate::api::Polling {
             first: Duration::from_millis(number(args.poll_ms, file.poll_ms, 5000, &limits::POLL_MS)?),
             settle_timeout: Duration::from_secs(number(
                 args.settle_timeout,

@@ -33,6 +33,36 @@ pub enum Action {
     CheckKey,
 }
 
+/// A row of several steps (xpay-refund), driven by its API module: the
+/// engine sends what it names and hands back the answer, knowing no API.
+pub use self::xpay_refund::Steps as RowSteps;
+
+/// How a run polls: the first wait (5 s; shorter in rehearsals and tests),
+/// and how long a refund may take before the row is left `refund_pending`.
+#[derive(Clone, Copy, Debug)]
+pub struct Polling {
+    pub first: Duration,
+    pub settle_timeout: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Polling {
+        Polling { first: Duration::from_secs(5), settle_timeout: Duration::from_secs(600) }
+    }
+}
+
+/// What an answer leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// An answer of the shared table (retry, breaker, token, a final error).
+    Answer(Category, Action),
+    /// The row goes on to its next step after `wait`; a run stopped
+    /// meanwhile records it as `meanwhile` with `note`.
+    Next { wait: Duration, meanwhile: Category, note: String },
+    /// The row is settled.
+    Settle(Category, String),
+}
+
 /// Which cancel API a run speaks (`--api`, config `api`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +105,7 @@ impl ApiKind {
     }
 
     /// A fresh row's steps, for an API whose rows take several.
-    pub fn steps(self) -> Option<xpay_refund::Steps> {
+    pub fn steps(self) -> Option<RowSteps> {
         self.has_steps().then(xpay_refund::Steps::new)
     }
 

@@ -16,7 +16,7 @@
 //! next. A row waiting for its next step is parked and holds no slot.
 
 use super::xpay::{self, check_order_id, OrderKey, RefundOrder};
-use super::{Action, Reply};
+use super::{Action, Polling, Reply, Turn};
 use crate::category::Category;
 use crate::input::field::{ApiInput, Field, FieldSpec, Need};
 use crate::input::{check_openid, OrderRef};
@@ -122,20 +122,6 @@ const STALE_TRIES: u8 = 3;
 /// The poll schedule's longest wait, in units of the first (5 s → 60 s).
 const POLL_CAP: u32 = 12;
 
-/// How a run polls: the first wait (5 s; shorter in rehearsals and tests),
-/// and how long a refund may take before the row is left `refund_pending`.
-#[derive(Clone, Copy, Debug)]
-pub struct Polling {
-    pub first: Duration,
-    pub settle_timeout: Duration,
-}
-
-impl Default for Polling {
-    fn default() -> Polling {
-        Polling { first: Duration::from_secs(5), settle_timeout: Duration::from_secs(600) }
-    }
-}
-
 /// Where a refund row stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -157,18 +143,6 @@ pub struct Steps {
     /// When polling began in this run (the settle timeout counts from it).
     polling_since: Option<Instant>,
     pub facts: RefundFacts,
-}
-
-/// What an answer leads to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Turn {
-    /// An answer of the shared table (retry, breaker, token, a final error).
-    Answer(Category, Action),
-    /// The row goes on to its next step after `wait`; a run stopped
-    /// meanwhile records it as `meanwhile` with `note`.
-    Next { wait: Duration, meanwhile: Category, note: String },
-    /// The row is settled.
-    Settle(Category, String),
 }
 
 impl Default for Steps {

@@ -52,7 +52,7 @@ pub struct SendSettings {
     /// processing (90016) waits [`PROCESSING_FACTOR`] times as long.
     pub backoff: Duration,
     /// How refunds are polled until they settle (xpay-refund).
-    pub polling: crate::api::xpay_refund::Polling,
+    pub polling: crate::api::Polling,
 }
 
 /// What a live run is given, beyond its input file and its results file.

@@ -9,8 +9,7 @@ use super::queue::RetryQueue;
 use super::writer::Finished;
 use super::{SendSettings, Stats, NAP, PROCESSING_FACTOR};
 use crate::api::token::{TokenFailure, Tokens};
-use crate::api::xpay_refund::{Steps, Turn};
-use crate::api::{Action, Transport};
+use crate::api::{Action, RowSteps, Transport, Turn};
 use crate::attempt_log::{AttemptLog, Event};
 use crate::category::Category;
 use crate::clock::{unix_now, unix_now_f64};
@@ -39,14 +38,14 @@ pub(super) struct Job {
     /// stopped meanwhile records it (not final, so `--resume` retries it).
     pub(super) last: Option<Outcome>,
     /// A row of several steps (xpay-refund): where it stands.
-    pub(super) steps: Option<Steps>,
+    pub(super) steps: Option<RowSteps>,
     /// `attempts` when the current step began: `--max-attempts` counts
     /// the tries of one step.
     pub(super) step_start: u32,
 }
 
 impl Job {
-    pub(super) fn new(raw: RawRow, order: Order, steps: Option<Steps>) -> Job {
+    pub(super) fn new(raw: RawRow, order: Order, steps: Option<RowSteps>) -> Job {
         Job { raw, order, attempts: 0, token_rejections: 0, last: None, steps, step_start: 0 }
     }
 
