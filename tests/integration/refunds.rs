@@ -217,7 +217,10 @@ fn the_same_input_into_a_new_results_file_finds_every_refund() {
 #[test]
 fn a_refund_still_settling_is_pending_and_resume_polls_it() {
     let w = Workdir::new();
-    paid_orders(&w, "in.csv", 3);
+    // One row gives its refund id; the others' ids are derived and written
+    // into the same column.
+    let text = "bill_no,openid,amount,refund_bill_no\nP1,oA,100,MY-REFUND-1\nP2,oB,,\nP3,oC,300,\n";
+    w.write("in.csv", text);
     let sim = refund_sim(|c| c.refund_settle = Duration::from_millis(2500));
     let out = refund_run(&w, "in.csv", "out.csv", &sim).args(["--settle-timeout", "1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
@@ -233,6 +236,9 @@ fn a_refund_still_settling_is_pending_and_resume_polls_it() {
         assert_eq!(row["category"], "refunded", "{row:?}");
         assert!(!row["left_fee"].is_empty(), "the first run's left_fee stays: {row:?}");
     }
+    assert_eq!(r.row(1)["refund_bill_no"], "MY-REFUND-1");
+    assert!(r.row(2)["refund_bill_no"].starts_with("mr"), "the derived id in the input's column");
+    assert!(!r.headers.iter().skip(4).any(|h| h == "refund_bill_no"), "one refund_bill_no column: {:?}", r.headers);
     assert!(sim.stats().cancelled_once(3), "resume polled, never refunded again");
 }
 
