@@ -41,18 +41,23 @@ fn confirm(cfg: &RunConfig, reporter: &Reporter, total: u64, ready: u64) -> anyh
     if cfg.mode != Mode::Live || cfg.request.sandbox || cfg.yes || !interactive || cfg.input.path.as_os_str() == "-" {
         return Ok(true);
     }
-    let secs = ready as f64 / f64::from(cfg.send.rate.get());
+    // A refund row takes four requests at least (find, query, refund, poll)
+    // and settles a poll interval after its refund.
+    let api = cfg.input.rules.api;
+    let (per_row, settle) = if api.has_steps() { (4.0, cfg.send.polling.first.as_secs_f64()) } else { (1.0, 0.0) };
+    let secs = ready as f64 * per_row / f64::from(cfg.send.rate.get()) + settle;
     let base = if cfg.base_url == config::DEFAULT_BASE_URL {
         String::new()
     } else {
         format!("\n  base URL  {} (not WeChat's default)", cfg.base_url)
     };
     reporter.notice(&format!(
-        "About to {} in WeChat PRODUCTION ({} API):\n  appid     {}\n  offer_id  {}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}{base}",
-        if cfg.input.rules.api.has_steps() { "refund paid orders in cash" } else { "cancel orders" },
-        cfg.input.rules.api.name(),
+        "About to {} in WeChat PRODUCTION ({} API):\n  appid     {}{}\n  input     {} ({total} rows, {ready} to send{})\n  rate      {}/s, {} in flight\n  estimate  {}\n  results   {}{base}",
+        if api.has_steps() { "refund paid orders in cash" } else { "cancel orders" },
+        api.name(),
         cfg.request.appid,
-        cfg.request.offer_id,
+        // The Mini Program APIs have none.
+        if cfg.request.offer_id.is_empty() { String::new() } else { format!("\n  offer_id  {}", cfg.request.offer_id) },
         cfg.input.path.display(),
         if cfg.resume { ", fewer if resuming" } else { "" },
         cfg.send.rate,
