@@ -19,14 +19,13 @@
 //! - "left": rows whose final category is `rate_limited`;
 //! - "max 1s": the most requests in any sliding second.
 
-use midas_cancel::sim::{Faults, SimConfig, Simulator};
+#[path = "bench_run.rs"]
+mod bench_run;
+
+use midas_cancel::sim::Faults;
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-const APP_KEY: &str = "BENCHappKEY000000000000000000000";
-const SECRET: &str = "BENCHsecret0000000000000000000000";
 
 struct Scenario {
     name: &'static str,
@@ -96,27 +95,18 @@ fn scenarios() -> Vec<Scenario> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let default_bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("midas-cancel")).expect("target dir");
-    let bin = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or(default_bin);
-    anyhow::ensure!(bin.exists(), "build the binary first: cargo build --release");
+    let bin = bench_run::binary()?;
     let dir = tempfile::tempdir()?;
-    println!("binary: {}", bin.display());
     println!(
         "{:<24} {:>6} {:>9} {:>7} {:>10} {:>8} {:>5} {:>7} {:>7}",
         "scenario", "rate", "sent/s", "of rate", "useful/s", "limited", "left", "max 1s", "secs"
     );
-    // `SCENARIO=part` runs only the scenarios whose name contains it.
-    let only = std::env::var("SCENARIO").unwrap_or_default();
     for (i, s) in scenarios().into_iter().enumerate() {
-        if !s.name.contains(only.as_str()) {
+        // `SCENARIO=part` runs only the scenarios whose name contains it.
+        if !bench_run::selected(s.name) {
             continue;
         }
-        let mut sc = SimConfig::new(APP_KEY);
-        sc.app_secret = SECRET.into();
-        sc.keep_log = true;
-        sc.faults = s.faults;
-        let sim = Simulator::start(sc, None)?;
+        let sim = bench_run::simulator(|sc| sc.faults = s.faults)?;
         let input = dir.path().join(format!("in-{i}.csv"));
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
         writeln!(f, "bill_no,openid,zone_id")?;
@@ -126,18 +116,9 @@ fn main() -> anyhow::Result<()> {
         f.flush()?;
         let output = dir.path().join(format!("out-{i}.csv"));
         let started = Instant::now();
-        let status = Command::new(&bin)
-            .env("MIDAS_APP_KEY", APP_KEY)
-            .env("WECHAT_APP_SECRET", SECRET)
-            .arg("run")
-            .arg(&input)
-            .arg("-o")
-            .arg(&output)
-            .args(["--appid", "wxbench", "--offer-id", "1", "--base-url", sim.url(), "--quiet"])
-            .args(["--rate", &s.rate.to_string()])
-            .args(s.args)
-            .stderr(std::process::Stdio::null())
-            .status()?;
+        let rate = s.rate.to_string();
+        let args: Vec<&str> = ["--offer-id", "1", "--rate", &rate].into_iter().chain(s.args.iter().copied()).collect();
+        let status = bench_run::run(&bin, &input, &output, &sim, &args)?;
         let secs = started.elapsed().as_secs_f64();
         let stats = sim.stats();
         let log = &stats.log;
