@@ -257,10 +257,30 @@ pub fn check_bill_no(field: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `amount`: ASCII digits without sign or leading zero, at least 1.
-/// Each usual spreadsheet or finance spelling gets its own message.
+/// How amount messages name what is counted.
+pub struct AmountWords {
+    /// What the column holds, e.g. "the coins to return".
+    pub what: &'static str,
+    /// Its unit, plural, e.g. "coins".
+    pub unit: &'static str,
+    /// Why 0 is refused, e.g. "a cancel returns at least 1 coin".
+    pub least: &'static str,
+}
+
+/// v2's and xpay's coin amounts.
+pub const COINS: AmountWords =
+    AmountWords { what: "the coins to return", unit: "coins", least: "a cancel returns at least 1 coin" };
+
+/// Checks `amount` of coins (see [`check_amount_of`]).
 pub fn check_amount(v: &str) -> Result<u64, String> {
-    let fix = "write the coins to return as a whole number of digits, e.g. 60";
+    check_amount_of(v, &COINS)
+}
+
+/// Checks `amount`: ASCII digits without sign or leading zero, at least 1.
+/// Each usual spreadsheet or finance spelling gets its own message, in the
+/// words of what is counted.
+pub fn check_amount_of(v: &str, words: &AmountWords) -> Result<u64, String> {
+    let fix = format!("write {} as a whole number of digits, e.g. 60", words.what);
     if v.is_empty() {
         return Err(format!("amount is empty: {fix}"));
     }
@@ -273,7 +293,7 @@ pub fn check_amount(v: &str) -> Result<u64, String> {
         return Err(format!("amount `{v}` has a sign: {fix}"));
     }
     if v.contains('.') {
-        return Err(format!("amount `{v}` has a decimal point: coins are whole numbers; {fix}"));
+        return Err(format!("amount `{v}` has a decimal point: {} are whole numbers; {fix}", words.unit));
     }
     // A leading `'` is how a spreadsheet marks a number typed as text.
     if v.starts_with('\'') {
@@ -291,7 +311,7 @@ pub fn check_amount(v: &str) -> Result<u64, String> {
         return Err(format!("amount `{v}` has a leading zero: {fix}"));
     }
     match v.parse::<u64>() {
-        Ok(0) => Err(format!("amount is 0: a cancel returns at least 1 coin; {fix}")),
+        Ok(0) => Err(format!("amount is 0: {}; {fix}", words.least)),
         Ok(n) if n <= AMOUNT_MAX => Ok(n),
         _ => Err(format!("amount `{v}` is too large (at most {AMOUNT_MAX})")),
     }

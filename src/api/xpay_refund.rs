@@ -15,6 +15,7 @@
 //! one pace, and hands the answer to [`Steps::read`], which says what comes
 //! next. A row waiting for its next step is parked and holds no slot.
 
+use super::v2::{check_amount_of, AmountWords};
 use super::xpay::{self, check_order_id, OrderKey, RefundOrder};
 use super::{Action, Polling, Reply, Turn};
 use crate::category::Category;
@@ -63,11 +64,11 @@ fn check_refund_id(v: &str) -> Result<(), String> {
     check_order_id("refund_bill_no", v)
 }
 
-/// Fen to refund: digits, at least 1 (v2's rule and messages, in fen).
+/// Fen to refund: digits, at least 1 (v2's rule, in fen).
 fn check_fee(v: &str) -> Result<(), String> {
-    super::v2::check_amount(v)
-        .map(drop)
-        .map_err(|m| m.replace("coins to return", "fen to refund").replace("coins", "fen"))
+    const FEN: AmountWords =
+        AmountWords { what: "the fen to refund", unit: "fen", least: "a refund is at least 1 fen" };
+    check_amount_of(v, &FEN).map(drop)
 }
 
 /// `0`-`5` (WeChat's reasons; 1 is "product problem").

@@ -272,7 +272,8 @@ fn bad_refund_rows_get_clear_errors_and_lose_nothing() {
                 B3,,oA,1.5,,\n\
                 B4,,oA,100,9,\n\
                 B5,,oA,100,,7\n\
-                OK1,,oA,50,,\n";
+                OK1,,oA,50,,\n\
+                B8,,oA,0,,\n";
     w.write("in.csv", text);
     let out = w.cmd().args(["check", "in.csv", "--api", "xpay-refund"]).output().unwrap();
     let all = crate::harness::stdout_of(&out) + &stderr_of(&out);
@@ -282,6 +283,7 @@ fn bad_refund_rows_get_clear_errors_and_lose_nothing() {
         "amount `1.5` has a decimal point",
         "refund_reason `9` is not one of 0-5",
         "req_from `7` is not one of 1-3",
+        "amount is 0: a refund is at least 1 fen",
     ] {
         assert!(all.contains(needle), "{needle}: {all}");
     }
@@ -289,8 +291,9 @@ fn bad_refund_rows_get_clear_errors_and_lose_nothing() {
     let out = refund_run(&w, "in.csv", "out.csv", &sim).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let r = Results::read(&w.path("out.csv"));
-    assert_one_line_per_row(&r, 7);
+    assert_one_line_per_row(&r, 8);
     assert_eq!(r.row(1)["category"], "refunded");
+    assert_eq!(r.row(8)["category"], "invalid_input");
     assert!((2..=6).all(|n| r.row(n)["category"] == "invalid_input"));
     assert_eq!(r.row(7)["category"], "duplicate", "the same paid order again, without refund ids of its own");
     // A file with neither order column stops before anything is sent.
