@@ -262,19 +262,17 @@ pub fn validate<'a>(header: &'a Header, raw: &'a RawRow, keys: &'a SessionKeys) 
     let rules = header.rules();
     // What this run's API declared: its fields, their checks, its own id.
     let spec = rules.api.input();
-    // The order: its bill_no, or (an API that takes either) the other id.
-    let (order_field, bill_no) = match (get(Field::BillNo), spec.alt_order) {
-        ("", Some(alt)) if !get(alt).is_empty() => (alt, get(alt)),
-        (b, Some(alt)) if !get(alt).is_empty() => {
-            let m = format!(
-                "the row gives both {} `{b}` and {}: give one of the two, so the order is named once",
-                Field::BillNo.name(),
-                alt.name()
-            );
-            return invalid(None, m);
-        }
-        (b, _) => (Field::BillNo, b),
-    };
+    // The order: its bill_no, or (an API that takes either) the other id;
+    // a row that gives both names it twice.
+    let (order_field, bill_no) = header.order_of(raw);
+    if let Some(alt) = spec.alt_order.filter(|alt| order_field == Field::BillNo && !get(*alt).is_empty()) {
+        let m = format!(
+            "the row gives both {} `{bill_no}` and {}: give one of the two, so the order is named once",
+            Field::BillNo.name(),
+            alt.name()
+        );
+        return invalid(None, m);
+    }
     if let Err(m) = spec.check(order_field, bill_no) {
         // An unusable bill_no cell is read as empty: say why.
         return hazard(None).unwrap_or_else(|| invalid(None, m));

@@ -181,14 +181,19 @@ impl Header {
         spec.own_id.is_some() && self.column(spec.id_field).is_some()
     }
 
-    /// The order a row names, as given: its bill_no, else (an API that
-    /// takes either) the other id's cell.
-    pub fn order_cell<'a>(&self, raw: &'a RawRow) -> &'a str {
+    /// The order a row names, as given, and the field that names it: its
+    /// bill_no, else (an API that takes either) the other id, when given.
+    pub fn order_of<'a>(&self, raw: &'a RawRow) -> (Field, &'a str) {
         let bill_no = self.cell(raw, Field::BillNo);
         match self.rules.api.input().alt_order {
-            Some(alt) if bill_no.is_empty() => self.cell(raw, alt),
-            _ => bill_no,
+            Some(alt) if bill_no.is_empty() && !self.cell(raw, alt).is_empty() => (alt, self.cell(raw, alt)),
+            _ => (Field::BillNo, bill_no),
         }
+    }
+
+    /// The order a row names, as given (see [`Header::order_of`]).
+    pub fn order_cell<'a>(&self, raw: &'a RawRow) -> &'a str {
+        self.order_of(raw).1
     }
 
     /// How messages name the duplicate key.
@@ -204,18 +209,14 @@ impl Header {
         spec.own_id?;
         let cell = |f| self.cell(raw, f);
         let given = Some(cell(spec.id_field)).filter(|c| !c.is_empty());
-        let (bill_no, amount) = (self.order_cell(raw), cell(Field::Amount));
+        let ((order_field, bill_no), amount) = (self.order_of(raw), cell(Field::Amount));
         // A derived id needs a valid order and amount (an optional amount may
         // be blank); a given one is as given.
         let amount_ok = match spec.need(Field::Amount) {
             Need::Optional if amount.is_empty() => true,
             _ => spec.check(Field::Amount, amount).is_ok(),
         };
-        let order_ok = match (cell(Field::BillNo), spec.alt_order) {
-            ("", Some(alt)) => !bill_no.is_empty() && spec.check(alt, bill_no).is_ok(),
-            (b, _) => spec.check(Field::BillNo, b).is_ok(),
-        };
-        let derivable = order_ok && amount_ok;
+        let derivable = spec.check(order_field, bill_no).is_ok() && amount_ok;
         (given.is_some() || derivable).then(|| self.rules.cancel_id(given, bill_no, amount).into_owned())
     }
 
