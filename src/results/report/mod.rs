@@ -57,6 +57,17 @@ impl Columns {
         let (kind, input) = if layout.row_first() { (Kind::DryRun, 1..first) } else { (Kind::Live, 0..first) };
         Some(Columns { kind, headers: headers.to_vec(), row, category, input, layout })
     }
+
+    /// The results' own money columns (a refund's fees).
+    pub fn money(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.input.end..self.headers.len()).filter(|&i| MONEY_RESULTS.contains(&self.headers[i].as_str()))
+    }
+
+    /// The column `--sum NAME` totals: an input column, else one of the
+    /// results' money columns.
+    pub fn sum_column(&self, name: &str) -> Option<usize> {
+        self.input.clone().chain(self.money()).find(|&i| self.headers[i] == name)
+    }
 }
 
 /// Totals of one numeric column, per category.
@@ -213,22 +224,14 @@ pub fn summarize(path: &Path, sum: Option<&str>) -> anyhow::Result<Summary> {
     let mut file = open(path)?;
     let cols = &file.cols;
     let sum = sum.or(cols.layout.refunds().then_some("refund_fee"));
-    let money = |i: &usize| !cols.input.contains(i) && MONEY_RESULTS.contains(&cols.headers[*i].as_str());
     let sum_col = match sum {
-        Some(name) => Some(
-            cols.input
-                .clone()
-                .chain(cols.input.end..cols.headers.len())
-                .filter(|i| cols.input.contains(i) || money(i))
-                .find(|&i| cols.headers[i] == name)
-                .with_context(|| {
-                    format!(
-                        "--sum {name}: no such input column in {}; it has: {}",
-                        path.display(),
-                        cols.headers[cols.input.clone()].join(", ")
-                    )
-                })?,
-        ),
+        Some(name) => Some(cols.sum_column(name).with_context(|| {
+            format!(
+                "--sum {name}: no such input column in {}; it has: {}",
+                path.display(),
+                cols.headers[cols.input.clone()].join(", ")
+            )
+        })?),
         None => None,
     };
     let mut summary = Summary { kind: cols.kind, ..Summary::default() };

@@ -200,16 +200,12 @@ pub fn write_report(results: &Path, summary: &Summary, out: &mut std::fs::File) 
     // The --sum column and a refund's fees are money: numbers, so that
     // finance can total them.
     let cols = &file.cols;
-    let results = cols.input.end..cols.headers.len();
     let sum_col: Vec<usize> = summary
         .sums
         .as_ref()
-        .and_then(|s| cols.input.clone().chain(results.clone()).find(|&i| cols.headers[i] == s.column))
+        .and_then(|s| cols.sum_column(&s.column))
         .into_iter()
-        .chain(
-            results
-                .filter(|&i| cols.layout.refunds() && ["left_fee", "refund_fee"].contains(&cols.headers[i].as_str())),
-        )
+        .chain(cols.money().filter(|_| cols.layout.refunds()))
         .collect();
     write_table(sheet, &file.cols.headers, lines.len(), &sum_col, |r, c| results_cell(&lines[r], c))?;
     book.save_to_writer(out).context("cannot write the workbook")?;
