@@ -132,8 +132,9 @@ enum Step {
     QueryOrder,
     /// 3: start the refund of what step 2 found.
     Refund,
-    /// 4: has it settled? (the `n`th poll)
-    Poll(u32),
+    /// 4: has it settled? (the `n`th poll of this run, polling since
+    /// `since`: the settle timeout counts from it)
+    Poll { n: u32, since: Instant },
 }
 
 /// One refund row's progress through its steps, and what it learned.
@@ -141,8 +142,6 @@ enum Step {
 pub struct Steps {
     step: Step,
     stale: u8,
-    /// When polling began in this run (the settle timeout counts from it).
-    polling_since: Option<Instant>,
     pub facts: RefundFacts,
 }
 
@@ -154,7 +153,7 @@ impl Default for Steps {
 
 impl Steps {
     pub fn new() -> Steps {
-        Steps { step: Step::FindRefund, stale: 0, polling_since: None, facts: RefundFacts::default() }
+        Steps { step: Step::FindRefund, stale: 0, facts: RefundFacts::default() }
     }
 
     /// The next request's URI and exact BODY (signed by `pay_sig` alone).
@@ -162,18 +161,17 @@ impl Steps {
     pub fn request(&self, order: &OrderRef<'_>, env: u8, reason: &str) -> (&'static str, String) {
         let refund_id = order.cancel_id.as_deref().unwrap_or_default();
         match self.step {
-            Step::FindRefund | Step::Poll(_) => {
+            Step::FindRefund | Step::Poll { .. } => {
                 (xpay::QUERY_URI, xpay::query_order_body(order.openid, env, OrderKey::OrderId(refund_id)))
             }
             Step::QueryOrder => Steps::paid_order_query(order, env),
             Step::Refund => {
-                let left_fee = self.facts.left_fee.unwrap_or(0);
                 let body = RefundOrder {
                     openid: order.openid,
                     order: paid_order(order),
                     refund_order_id: refund_id,
-                    left_fee,
-                    refund_fee: order.amount.unwrap_or(left_fee),
+                    left_fee: self.facts.left_fee.unwrap_or(0),
+                    refund_fee: self.refund_fee(order),
                     biz_meta: order.biz_meta.unwrap_or_default(),
                     refund_reason: order.refund_reason.unwrap_or(reason),
                     req_from: order.req_from.unwrap_or("1"),
@@ -189,11 +187,20 @@ impl Steps {
     /// unfinished row is `refund_pending` (`--resume` polls it, whatever
     /// stopped this run: a busy server, a breaker, an interrupt).
     pub fn finish(&self, outcome: &mut Outcome) {
-        let started = self.polling_since.is_some() || matches!(self.step, Step::Poll(_));
-        if started && !outcome.category.is_final() && outcome.category != Category::RefundPending {
+        if self.refund_started() && !outcome.category.is_final() && outcome.category != Category::RefundPending {
             outcome.errmsg = format!("refund started, not settled: {} [{}]", outcome.category, outcome.errmsg);
             outcome.category = Category::RefundPending;
         }
+    }
+
+    /// Whether this row's refund may be under way: it is being polled.
+    fn refund_started(&self) -> bool {
+        matches!(self.step, Step::Poll { .. })
+    }
+
+    /// What this row refunds: its amount, else all that is left.
+    fn refund_fee(&self, order: &OrderRef<'_>) -> u64 {
+        order.amount.unwrap_or(self.facts.left_fee.unwrap_or(0))
     }
 
     /// Step 2's request: the paid order's query.
@@ -209,19 +216,23 @@ impl Steps {
         let record = detail.as_deref().and_then(|d| d.get("order")).and_then(|o| o.as_object());
         // A record that says it is a paid order is never this row's refund.
         let paid_record = record.and_then(|r| r.get("order_type")).and_then(serde_json::Value::as_i64) == Some(0);
+        let refund_record = record.filter(|_| !paid_record);
+        // WeChat knows no refund of this id (yet).
+        let no_refund = match *errcode {
+            0 => paid_record,
+            NO_SUCH_ORDER => says_no_such_order(errmsg),
+            _ => false,
+        };
         match (self.step, *errcode) {
-            (Step::FindRefund, 0) if record.is_some() && !paid_record => {
-                self.note_refund(record);
+            (Step::FindRefund | Step::Poll { .. }, 0) if refund_record.is_some() => {
+                self.note_refund(refund_record);
                 self.settled_or_poll(polling)
             }
-            (Step::FindRefund, 0) if paid_record => {
-                self.step = Step::QueryOrder;
-                self.next(Duration::ZERO, Category::Skipped, "no refund with this id yet: the paid order is next")
+            (Step::FindRefund, _) if no_refund => {
+                self.go(Step::QueryOrder, "no refund with this id yet: the paid order is next")
             }
-            (Step::FindRefund, NO_SUCH_ORDER) if says_no_such_order(errmsg) => {
-                self.step = Step::QueryOrder;
-                self.next(Duration::ZERO, Category::Skipped, "no refund with this id yet: the paid order is next")
-            }
+            // Not visible yet, though refund_order took it: never a success.
+            (Step::Poll { .. }, _) if no_refund => self.settled_or_poll(polling),
             (Step::QueryOrder, 0) => self.read_paid_order(record, order),
             (Step::QueryOrder, NO_SUCH_ORDER) if says_no_such_order(errmsg) => {
                 Turn::Settle(Category::NotFound, format!("WeChat has no such paid order ({errmsg})"))
@@ -230,13 +241,12 @@ impl Steps {
                 if let Some(id) = detail.as_deref().and_then(|d| d.get("refund_wx_order_id")).and_then(|v| v.as_str()) {
                     self.facts.wx_refund_id = Some(id.to_string());
                 }
-                self.facts.refund_fee = Some(order.amount.or(self.facts.left_fee).unwrap_or(0));
+                self.facts.refund_fee = Some(self.refund_fee(order));
                 self.start_polling(polling, format!("refund started (refund_order answered {errcode})"))
             }
             (Step::Refund, STALE_LEFT_FEE) if self.stale < STALE_TRIES => {
                 self.stale += 1;
-                self.step = Step::QueryOrder;
-                self.next(Duration::ZERO, Category::Skipped, "left_fee was stale: the paid order is queried again")
+                self.go(Step::QueryOrder, "left_fee was stale: the paid order is queried again")
             }
             (Step::Refund, STALE_LEFT_FEE) => Turn::Settle(
                 Category::UnknownError,
@@ -249,13 +259,6 @@ impl Steps {
                 Category::NotRefundable,
                 format!("the order was redeemed, WeChat will not refund it ({errmsg})"),
             ),
-            (Step::Poll(_), 0) if record.is_some() && !paid_record => {
-                self.note_refund(record);
-                self.settled_or_poll(polling)
-            }
-            // Not visible yet, though refund_order took it: never a success.
-            (Step::Poll(_), NO_SUCH_ORDER) if says_no_such_order(errmsg) => self.settled_or_poll(polling),
-            (Step::Poll(_), 0) if paid_record => self.settled_or_poll(polling),
             _ => self.shared(reply),
         }
     }
@@ -270,8 +273,8 @@ impl Steps {
             Reply::Answer { errcode, .. } => {
                 let (category, action) = classify_errcode(*errcode);
                 // Past step 3 a refund may be under way: never "not started".
-                match (category, self.polling_since) {
-                    (Category::ParamError, Some(_)) => Turn::Answer(Category::RefundPending, Action::Stop),
+                match (category, self.refund_started()) {
+                    (Category::ParamError, true) => Turn::Answer(Category::RefundPending, Action::Stop),
                     _ => Turn::Answer(category, action),
                 }
             }
@@ -307,8 +310,7 @@ impl Steps {
                 format!("refund exceeds what is left: {left_fee} fen (the row asks {amount})"),
             );
         }
-        self.step = Step::Refund;
-        self.next(Duration::ZERO, Category::Skipped, "the paid order has enough left: the refund is next")
+        self.go(Step::Refund, "the paid order has enough left: the refund is next")
     }
 
     /// What a refund's record says: its status, WeChat's id, its time.
@@ -349,12 +351,11 @@ impl Steps {
 
     /// The next poll, or `refund_pending` once the settle timeout is spent.
     fn start_polling(&mut self, polling: &Polling, note: String) -> Turn {
-        let since = *self.polling_since.get_or_insert_with(Instant::now);
-        let n = match self.step {
-            Step::Poll(n) => n + 1,
-            _ => 0,
+        let (n, since) = match self.step {
+            Step::Poll { n, since } => (n + 1, since),
+            _ => (0, Instant::now()),
         };
-        self.step = Step::Poll(n);
+        self.step = Step::Poll { n, since };
         let spent = since.elapsed();
         let Some(left) = polling.settle_timeout.checked_sub(spent).filter(|l| !l.is_zero()) else {
             return Turn::Settle(
@@ -367,11 +368,15 @@ impl Steps {
         };
         let doubling = 1u32 << n.min(4);
         let wait = polling.first.saturating_mul(doubling.min(POLL_CAP)).mul_f64(0.9 + fastrand::f64() / 5.0);
-        self.next(wait.min(left), Category::RefundPending, &format!("{note}; the run stopped before it settled"))
+        let note = format!("{note}; the run stopped before it settled");
+        Turn::Next { wait: wait.min(left), meanwhile: Category::RefundPending, note }
     }
 
-    fn next(&self, wait: Duration, meanwhile: Category, note: &str) -> Turn {
-        Turn::Next { wait, meanwhile, note: note.to_string() }
+    /// On to `step` at once; a run stopped before it sends nothing was
+    /// started, so the row is `skipped`.
+    fn go(&mut self, step: Step, note: &str) -> Turn {
+        self.step = step;
+        Turn::Next { wait: Duration::ZERO, meanwhile: Category::Skipped, note: note.to_string() }
     }
 }
 
