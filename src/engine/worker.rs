@@ -126,22 +126,24 @@ impl Worker<'_> {
                 Turn::Answer(category, action)
             }
         };
-        let (category, action, note) = match turn {
-            Turn::Answer(category, action) => (category, action, None),
-            Turn::Settle(category, note) => (category, Action::Stop, Some((note, None))),
-            Turn::Next { wait, meanwhile, note } => (meanwhile, Action::Stop, Some((note, Some(wait)))),
+        // A step's own words, and when its next step is due.
+        let (category, action, note, next_step) = match turn {
+            Turn::Answer(category, action) => (category, action, None, None),
+            Turn::Settle(category, note) => (category, Action::Stop, Some(note), None),
+            Turn::Next { wait, meanwhile, note } => (meanwhile, Action::Stop, Some(note), Some(wait)),
         };
         if let Some(cut) = self.pacer.observe(epoch, signal(category, action)) {
             self.log_pace(&cut);
         }
-        let mut errmsg = self.redactor.redact(&reply.message());
+        let mut errmsg = reply.message();
         if request.without_session_key && matches!(category, Category::SessionExpired | Category::MpSigError) {
             errmsg.push_str(" (sent without mp_sig: supply session keys, see README)");
         }
-        let next_step = note.as_ref().and_then(|(_, wait)| *wait);
-        if let Some((note, _)) = &note {
-            errmsg = if errmsg.is_empty() || errmsg == "ok" { note.clone() } else { format!("{note} ({errmsg})") };
+        if let Some(note) = note {
+            errmsg = if errmsg.is_empty() || errmsg == "ok" { note } else { format!("{note} ({errmsg})") };
         }
+        // Last, over everything: a step's words may quote WeChat's errmsg.
+        let errmsg = self.redactor.redact(&errmsg);
         let refund = job.steps.as_ref().map(|s| Box::new(s.facts.clone()));
         let outcome =
             Outcome { category, errcode: reply.errcode(), errmsg, attempts: job.attempts, ts: Some(ts), refund };

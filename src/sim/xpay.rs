@@ -111,6 +111,10 @@ impl State {
                 let Some(id) = id.filter(|i| !i.is_empty()) else {
                     return answer(268_490_002, "param error: order_id or wx_order_id missing");
                 };
+                // A proxy that repeats what it got, token and pay_sig included.
+                if self.cfg.orders.get(id).unwrap_or(&self.cfg.default_state) == &OrderState::Echo {
+                    return answer(268_490_002, &format!("order not exist (echo: {query} {})", self.cfg.echo));
+                }
                 self.query_order(env == 1, id)
             }),
         };

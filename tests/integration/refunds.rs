@@ -487,3 +487,30 @@ fn tokens_that_expire_between_steps_are_refreshed() {
     assert!(r.rows.iter().all(|row| row["category"] == "refunded"), "{:?}", r.categories());
     assert!(stats.cancelled_once(24));
 }
+
+/// Regression (refund_step_words_skipped_the_redactor): a step's own words
+/// quote WeChat's errmsg ("WeChat has no such paid order (...)"), and were
+/// written as composed, after the redactor had seen only the errmsg part.
+#[test]
+fn an_errmsg_quoted_in_a_steps_words_is_redacted() {
+    let w = Workdir::new();
+    paid_orders(&w, "in.csv", 3);
+    let sim = refund_sim(|c| {
+        c.default_state = OrderState::Echo;
+        c.echo = crate::harness::APP_SECRET.into();
+    });
+    let out = refund_run(&w, "in.csv", "out.csv", &sim).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let r = Results::read(&w.path("out.csv"));
+    for row in &r.rows {
+        assert_eq!(row["category"], "not_found", "{row:?}");
+        assert!(row["errmsg"].contains("echo: access_token=***"), "the echo is there, scrubbed: {}", row["errmsg"]);
+    }
+    let written = std::fs::read_to_string(w.path("out.csv")).unwrap();
+    let console = format!("{}{}", stderr_of(&out), crate::harness::stdout_of(&out));
+    for secret in [APP_KEY, crate::harness::APP_SECRET] {
+        assert!(!written.contains(secret) && !console.contains(secret), "{secret} leaked");
+    }
+    let token = written.split("access_token=").nth(1).map(|t| t.split('&').next().unwrap_or(""));
+    assert_eq!(token, Some("***"), "the token is scrubbed");
+}
