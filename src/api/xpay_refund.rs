@@ -409,3 +409,101 @@ pub fn classify_errcode(errcode: i64) -> (Category, Action) {
         _ => (UnknownError, Action::Stop),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(amount: Option<u64>) -> OrderRef<'static> {
+        OrderRef {
+            row: 1,
+            bill_no: "P1",
+            openid: "oA",
+            zone_id: "",
+            pf: None,
+            user_ip: None,
+            pay_item: None,
+            session_key: None,
+            amount,
+            cancel_id: Some("mr1".into()),
+            wx_order: false,
+            refund_reason: None,
+            req_from: None,
+            biz_meta: None,
+        }
+    }
+
+    fn answer(errcode: i64, errmsg: &str, body: &str) -> Reply {
+        let detail = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body).ok().map(Box::new);
+        Reply::Answer { status: 200, errcode, errmsg: errmsg.into(), detail: detail.filter(|_| errcode == 0) }
+    }
+
+    fn quick() -> Polling {
+        Polling { first: Duration::from_millis(1), settle_timeout: Duration::from_secs(60) }
+    }
+
+    /// A row walked to its polls: found nothing, the order has 500 left, refund taken.
+    fn polling(amount: Option<u64>) -> Steps {
+        let (mut s, o, p) = (Steps::new(), order(amount), quick());
+        s.read(&answer(NO_SUCH_ORDER, "order not exist", ""), &o, &p);
+        s.read(&answer(0, "ok", r#"{"order":{"order_type":0,"status":2,"left_fee":500}}"#), &o, &p);
+        assert!(matches!(
+            s.read(&answer(0, "ok", "{}"), &o, &p),
+            Turn::Next { meanwhile: Category::RefundPending, .. }
+        ));
+        s
+    }
+
+    #[test]
+    fn only_status_8_as_a_number_is_refunded() {
+        let o = order(Some(100));
+        for (record, settled) in [
+            (r#"{"order":{"order_type":1,"status":8}}"#, Some(Category::Refunded)),
+            (r#"{"order":{"order_type":1,"status":7}}"#, Some(Category::RefundFailed)),
+            (r#"{"order":{"order_type":1,"status":"8"}}"#, None),
+            (r#"{"order":{"order_type":1,"status":9}}"#, None),
+            (r#"{"order":{"order_type":1}}"#, None),
+            // A paid order's record is never this row's refund.
+            (r#"{"order":{"order_type":0,"status":8}}"#, None),
+        ] {
+            let mut s = polling(Some(100));
+            match s.read(&answer(0, "ok", record), &o, &quick()) {
+                Turn::Settle(c, _) => assert_eq!(Some(c), settled, "{record}"),
+                Turn::Next { meanwhile, .. } => {
+                    assert_eq!((settled, meanwhile), (None, Category::RefundPending), "{record}")
+                }
+                other => panic!("{record}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_without_its_record_is_an_unknown_outcome() {
+        let o = order(None);
+        let retry = Turn::Answer(Category::UnknownError, Action::Retry { slow_down: false });
+        assert_eq!(Steps::new().read(&answer(0, "ok", "{}"), &o, &quick()), retry, "step 1");
+        let mut s = Steps::new();
+        s.read(&answer(NO_SUCH_ORDER, "order not exist", ""), &o, &quick());
+        let no_left_fee = answer(0, "ok", r#"{"order":{"status":2}}"#);
+        assert_eq!(s.read(&no_left_fee, &o, &quick()), retry, "step 2 without left_fee");
+    }
+
+    #[test]
+    fn a_parameter_error_is_not_taken_for_no_such_refund() {
+        let o = order(None);
+        let turn = Steps::new().read(&answer(NO_SUCH_ORDER, "param error: openid", ""), &o, &quick());
+        assert_eq!(turn, Turn::Answer(Category::ParamError, Action::Stop));
+        // Once the refund may be under way, never a final "not started".
+        let mut s = polling(None);
+        let turn = s.read(&answer(NO_SUCH_ORDER, "param error: openid", ""), &o, &quick());
+        assert_eq!(turn, Turn::Answer(Category::RefundPending, Action::Stop));
+    }
+
+    #[test]
+    fn a_refund_without_amount_takes_all_that_is_left() {
+        let s = polling(None);
+        assert_eq!((s.facts.left_fee, s.facts.refund_fee), (Some(500), Some(500)));
+        let (_, body) = Steps { step: Step::Refund, ..s }.request(&order(None), 0, "1");
+        assert!(body.contains(r#""left_fee":500,"refund_fee":500"#), "{body}");
+    }
+}
