@@ -78,7 +78,8 @@ pub fn write_html(
 /// A category's colour in the bar chart: done, needs attention, not tried.
 fn colour(c: Category) -> RGBColor {
     match c {
-        Category::Cancelled | Category::AlreadyReturned | Category::Signed => RGBColor(46, 139, 87),
+        // Done: whatever the verdict counts as done (refunds too).
+        c if c.is_success() || c == Category::Signed => RGBColor(46, 139, 87),
         Category::Skipped => RGBColor(150, 150, 150),
         c if c.is_final() => RGBColor(200, 60, 60),
         _ => RGBColor(214, 120, 30),
@@ -170,7 +171,8 @@ fn page(
                         @if let Some(fp) = fingerprint {
                             tr { th { "environment" } td { (fp.environment) } }
                             tr { th { "appid" } td { (fp.appid) } }
-                            tr { th { "offer_id" } td { (fp.offer_id) } }
+                            // The Mini Program APIs have none.
+                            @if !fp.offer_id.is_empty() { tr { th { "offer_id" } td { (fp.offer_id) } } }
                             tr { th { "API" } td { (fp.api) } }
                             tr { th { "input rows" } td { (fp.rows) } }
                             @if !fp.sheet.is_empty() { tr { th { "input sheet" } td { (fp.sheet) } } }
@@ -345,6 +347,17 @@ tr.total td { font-weight: 600; } table.facts th { width: 200px; }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (refunded_rows_drawn_red): the bar chart's "done" colour
+    /// was a list of cancel categories; refunded rows were drawn as failed.
+    #[test]
+    fn every_done_category_is_drawn_green() {
+        let green = RGBColor(46, 139, 87);
+        for c in crate::category::ALL {
+            let done = c.is_success() || c == Category::Signed;
+            assert_eq!(colour(c) == green, done, "{c}");
+        }
+    }
 
     #[test]
     fn dates_read_like_a_calendar() {

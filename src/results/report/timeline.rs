@@ -187,7 +187,7 @@ impl Timeline {
         }
         let longest = self.settles.iter().map(|s| s.0).fold(1.0, f64::max);
         let bins = 30u32;
-        let w = (longest / f64::from(bins)).max(0.5);
+        let w = (longest / f64::from(bins)).max(0.1);
         let mut counts = vec![[0u32; 2]; bins as usize + 1];
         for (secs, failed) in &self.settles {
             counts[((secs / w) as usize).min(bins as usize)][usize::from(*failed)] += 1;

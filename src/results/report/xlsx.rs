@@ -232,7 +232,9 @@ fn about(file: &Opened, lines: &[csv::ByteRecord], summary: &Summary) -> Vec<(&'
     if let Some(fp) = &file.fingerprint {
         about.push(("environment", text(&fp.environment)));
         about.push(("appid", text(&fp.appid)));
-        about.push(("offer_id", text(&fp.offer_id)));
+        if !fp.offer_id.is_empty() {
+            about.push(("offer_id", text(&fp.offer_id)));
+        }
         about.push(("api", text(&fp.api)));
         about.push(("input rows", Fact::Number(fp.rows)));
         if !fp.sheet.is_empty() {
